@@ -50,6 +50,7 @@ lint: setup
 sanity: setup
 	@rm -rf $(SANITY_ROOT) && mkdir -p $(SANITY_ROOT)
 	@git ls-files -co --exclude-standard -z | tar --null -T - -cf - | tar -xf - -C $(SANITY_ROOT)
+	@cd $(SANITY_ROOT) && git init -q && git add -A  # its own repo: ansible-test lists files with git
 	cd $(SANITY_ROOT) && $(BIN)/ansible-test sanity --venv --python 3.11 --color no $(SANITY_ARGS)
 
 pytest: setup
