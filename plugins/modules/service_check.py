@@ -32,9 +32,11 @@ requirements:
   - dnspython (only when O(dns_server) or O(endpoints[].dns_server) is set)
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Read-only requests are sent in check mode too; other methods are skipped.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 options:
   endpoints:
