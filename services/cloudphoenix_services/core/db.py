@@ -1,0 +1,182 @@
+"""PostgreSQL access: a bounded pool, timeouts, and retries for transient errors only.
+
+The conninfo is libpq multi-host with ``target_session_attrs=read-write``: after a promotion a
+fresh connection lands on the new primary, so recovering is "drop the broken connection and
+retry", with no restart. Work is passed in as a function so a retry replays the whole
+transaction; callers make their writes idempotent (pre-generated ids, ON CONFLICT).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+import psycopg2
+import psycopg2.errorcodes
+import psycopg2.extensions
+import psycopg2.pool
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from .config import Settings
+from .errors import DatabaseError
+
+T = TypeVar("T")
+Connection = psycopg2.extensions.connection
+log = logging.getLogger("cloudphoenix.db")
+
+# SQLSTATEs worth a retry: the next attempt (on a fresh connection) can succeed.
+TRANSIENT_SQLSTATES = frozenset({
+    psycopg2.errorcodes.SERIALIZATION_FAILURE,  # 40001
+    psycopg2.errorcodes.DEADLOCK_DETECTED,  # 40P01
+    psycopg2.errorcodes.ADMIN_SHUTDOWN,  # 57P01: server shutting down (fenced or failing over)
+    psycopg2.errorcodes.CRASH_SHUTDOWN,  # 57P02
+    psycopg2.errorcodes.CANNOT_CONNECT_NOW,  # 57P03: starting up / promoting
+    psycopg2.errorcodes.READ_ONLY_SQL_TRANSACTION,  # 25006: we hold a connection to a demoted node
+})
+
+
+def is_transient(error: BaseException) -> bool:
+    """Connection-level failures and the SQLSTATEs above; never constraint or syntax errors."""
+    if not isinstance(error, psycopg2.Error):
+        return False
+    code = getattr(error, "pgcode", None)
+    if code is None:
+        # No SQLSTATE: libpq could not connect or lost the connection.
+        return isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError))
+    return code in TRANSIENT_SQLSTATES or code.startswith("08")
+
+
+class Database:
+    """A thread-safe pool opened lazily in each worker process (never before gunicorn forks)."""
+
+    def __init__(self, settings: Settings, on_retry: Callable[[], None] | None = None) -> None:
+        self.settings = settings
+        self._on_retry = on_retry
+        self._pool: psycopg2.pool.ThreadedConnectionPool | None = None
+        self._lock = threading.Lock()
+        self._connect_kwargs = {
+            "dsn": settings.db_dsn,
+            "connect_timeout": settings.db_connect_timeout_s,
+            "application_name": f"cloudphoenix-{settings.service_name}",
+            "options": f"-c statement_timeout={settings.db_statement_timeout_ms}",
+            # Notice a dead peer (hung primary, partition) within seconds, not hours.
+            "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2,
+        }
+        if settings.db_password is not None:
+            self._connect_kwargs["password"] = settings.db_password
+
+    def _get_pool(self) -> psycopg2.pool.ThreadedConnectionPool:
+        with self._lock:
+            if self._pool is None:
+                self._pool = psycopg2.pool.ThreadedConnectionPool(0, self.settings.db_pool_max, **self._connect_kwargs)
+            return self._pool
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """A pooled connection inside one transaction: commit on success, rollback otherwise.
+
+        A connection that failed at the connection level is closed instead of going back to the pool.
+        """
+        pool = self._get_pool()
+        try:
+            conn = pool.getconn()
+        except psycopg2.pool.PoolError as exc:
+            raise psycopg2.OperationalError("connection pool exhausted") from exc
+        broken = False
+        try:
+            with conn:  # psycopg2: commit on success, rollback on exception
+                yield conn
+        except psycopg2.Error as exc:
+            broken = conn.closed != 0 or is_transient(exc)
+            raise
+        finally:
+            pool.putconn(conn, close=broken or conn.closed != 0)
+
+    def run(self, work: Callable[[Connection], T], *, retry: bool = True) -> T:
+        """Run ``work(conn)`` in a transaction, replaying it on transient errors with jittered backoff."""
+        attempts = self.settings.db_retry_attempts if retry else 1
+        retrying = Retrying(
+            stop=stop_after_attempt(attempts),
+            wait=wait_random_exponential(multiplier=0.05, max=self.settings.db_retry_max_wait_s),  # full jitter
+            retry=retry_if_exception(is_transient),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt, self.connection() as conn:
+                    return work(conn)
+        except psycopg2.Error as exc:
+            if is_transient(exc):
+                raise DatabaseError("The database is not reachable or not writable; retry later.") from exc
+            raise
+        raise AssertionError("unreachable")  # pragma: no cover - Retrying either returns or raises
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        code = getattr(error, "pgcode", None) or type(error).__name__
+        log.warning("transient database error (%s), attempt %d, retrying", code, state.attempt_number)
+        if self._on_retry:
+            self._on_retry()
+
+    def check_writable(self) -> tuple[bool, float, str | None]:
+        """Readiness: can we reach a primary right now? No retries, so a probe answers fast."""
+        started = time.perf_counter()
+        try:
+            in_recovery = self.run(lambda conn: _fetch_one(conn, "SELECT pg_is_in_recovery()"), retry=False)
+        except (DatabaseError, psycopg2.Error) as exc:
+            reason = getattr(exc.__cause__, "pgcode", None) or type(exc.__cause__ or exc).__name__
+            return False, _elapsed_ms(started), f"unreachable ({reason})"
+        if in_recovery:
+            return False, _elapsed_ms(started), "connected node is in recovery (read-only)"
+        return True, _elapsed_ms(started), None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None and not self._pool.closed:
+                self._pool.closeall()
+            self._pool = None
+
+
+def _fetch_one(conn: Connection, sql: str) -> object:
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        row = cur.fetchone()
+    return row[0] if row else None
+
+
+def _elapsed_ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)
+
+
+def migrate(database: Database, service_name: str, steps: list[str]) -> list[int]:
+    """Apply the not-yet-applied ``steps`` (ordered SQL), each once, under an advisory lock.
+
+    Returns the version numbers applied now: empty on a second run. Workers of several regions
+    may start together; the lock makes them apply each step exactly once.
+    """
+
+    def apply(conn: Connection) -> list[int]:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("cloudphoenix-migrations",))
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " service text NOT NULL, version integer NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (service, version))"
+            )
+            cur.execute("SELECT version FROM schema_migrations WHERE service = %s", (service_name,))
+            done = {row[0] for row in cur.fetchall()}
+            applied = []
+            for version, sql in enumerate(steps, start=1):
+                if version in done:
+                    continue
+                cur.execute(sql)
+                cur.execute("INSERT INTO schema_migrations (service, version) VALUES (%s, %s)", (service_name, version))
+                applied.append(version)
+            return applied
+
+    return database.run(apply)

@@ -1,0 +1,122 @@
+"""gunicorn settings for both services; everything comes from the environment (or an env file).
+
+    CLOUDPHOENIX_SERVICE=service_a CLOUDPHOENIX_BIND=127.0.10.1:8080 gunicorn -c services/gunicorn.conf.py
+
+CLOUDPHOENIX_ENV_FILE (written by the role, 0600) is read here, in the master, on start and on
+every SIGHUP, so a reload picks up changed settings and new workers start with them while the
+old ones finish their requests.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+import time
+
+from gunicorn.glogging import Logger
+
+
+def _load_env_file():
+    path = os.environ.get("CLOUDPHOENIX_ENV_FILE")
+    if not path:
+        return
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            key, sep, value = line.strip().partition("=")
+            if sep and not key.startswith("#"):
+                os.environ[key.strip()] = value.strip()
+
+
+_load_env_file()
+_service = os.environ.get("CLOUDPHOENIX_SERVICE", "service_a")
+if _service not in {"service_a", "service_b"}:
+    raise SystemExit(f"CLOUDPHOENIX_SERVICE must be service_a or service_b, got {_service!r}")
+
+# prometheus_client reads this at import time in each worker: set it before any worker starts.
+# setdefault keeps the first directory across SIGHUP reloads so the sums stay continuous.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.environ.get("CLOUDPHOENIX_METRICS_DIR") or tempfile.mkdtemp(prefix="cp-metrics-"))
+
+wsgi_app = f"cloudphoenix_services.{_service}:create_app()"
+bind = os.environ.get("CLOUDPHOENIX_BIND", "127.0.0.1:8080").split(",")
+workers = int(os.environ.get("CLOUDPHOENIX_WORKERS", "2"))
+worker_class = os.environ.get("CLOUDPHOENIX_WORKER_CLASS", "gthread")
+threads = int(os.environ.get("CLOUDPHOENIX_THREADS", "4"))
+timeout = int(os.environ.get("CLOUDPHOENIX_WORKER_TIMEOUT", "30"))
+graceful_timeout = int(os.environ.get("CLOUDPHOENIX_GRACEFUL_TIMEOUT", "20"))  # bound on in-flight work at SIGTERM
+keepalive = 5
+max_requests = 10000  # recycle workers now and then; jitter so they do not restart together
+max_requests_jitter = 1000
+limit_request_line = 4094
+limit_request_fields = 50
+limit_request_field_size = 8190
+pidfile = os.environ.get("CLOUDPHOENIX_PIDFILE") or None
+proc_name = f"cloudphoenix-{_service}-{os.environ.get('CLOUDPHOENIX_REGION', 'local')}"
+control_socket_disable = True  # gunicorn 27 otherwise shares ~/.gunicorn/gunicorn.ctl between instances
+accesslog = os.environ.get("CLOUDPHOENIX_ACCESS_LOG", "-")
+errorlog = os.environ.get("CLOUDPHOENIX_ERROR_LOG", "-")
+loglevel = os.environ.get("CLOUDPHOENIX_LOG_LEVEL", "info").lower()
+forwarded_allow_ips = os.environ.get("CLOUDPHOENIX_FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+class JsonAccessLogger(Logger):
+    """Access log lines as JSON, with the request id the app returned."""
+
+    def access(self, resp, req, environ, request_time):
+        if not (self.cfg.accesslog or self.cfg.logconfig or self.cfg.syslog):
+            return
+        headers = dict((name.lower(), value) for name, value in (resp.headers or []))
+        entry = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "level": "info",
+            "logger": "gunicorn.access",
+            "service": _service,
+            "region": os.environ.get("CLOUDPHOENIX_REGION", "local"),
+            "request_id": headers.get("x-request-id"),
+            "remote": environ.get("REMOTE_ADDR"),
+            "method": environ.get("REQUEST_METHOD"),
+            "path": environ.get("PATH_INFO"),
+            "status": resp.status_code if hasattr(resp, "status_code") else str(resp.status).split()[0],
+            "bytes": getattr(resp, "sent", None),
+            "duration_ms": round(request_time.total_seconds() * 1000, 2),
+        }
+        try:
+            self.access_log.info(json.dumps(entry))
+        except Exception:  # noqa: BLE001 - a log line must never fail a request
+            self.exception("access log failed")
+
+
+logger_class = JsonAccessLogger
+
+
+def on_starting(server):
+    """Validate settings in the master before binding: a bad setting stops here, nothing half-started."""
+    from cloudphoenix_services.core.config import ConfigError, load_settings
+    from importlib import import_module
+
+    spec = import_module(f"cloudphoenix_services.{_service}").SPEC
+    try:
+        load_settings(spec.name, needs_bucket=spec.needs_bucket, default_max_request_bytes=spec.default_max_request_bytes)
+    except ConfigError as exc:
+        server.log.error("%s", exc)
+        raise SystemExit(2) from None
+    metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    shutil.rmtree(metrics_dir, ignore_errors=True)  # stale files from a previous run would be summed
+    os.makedirs(metrics_dir, mode=0o700, exist_ok=True)
+
+
+def on_reload(server):
+    server.log.info("reloading %s: new workers start with the re-read settings", _service)
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def worker_exit(server, worker):
+    """Close the pool and stop the fencing refresher after the last in-flight request finished."""
+    app = getattr(worker, "wsgi", None)
+    state = getattr(app, "extensions", {}).get("cloudphoenix") if app is not None else None
+    if state is not None:
+        state.close()
