@@ -1,0 +1,695 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""DNS record switching shared by the dns_records modules and the failover runbook.
+
+One small provider interface (`DnsProvider`), one class per provider
+(`_dns_rfc2136.Rfc2136Provider`, `_dns_route53.Route53Provider`), and the provider-neutral
+logic here: input validation (before anything is sent), the plan (what changes), the
+compare-and-swap decision, waiting for authoritative servers, and per-server queries.
+
+Records are plain dicts so results are JSON-ready:
+``{"name": "api.phoenix.test.", "type": "A", "ttl": 5, "values": ["127.0.10.1"]}``;
+a record that does not exist is ``None``. Values are in canonical presentation form
+(TXT quoted, names absolute), sorted, so two sources compare equal when they mean the same.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import ipaddress
+import re
+import socket
+import struct
+import threading
+import time
+import traceback
+
+from ansible_collections.cloudphoenix.stack.plugins.module_utils._retry import (
+    RetryBudgetExceeded,
+    backoff_delays,
+)
+
+try:
+    import dns.exception
+    import dns.name
+    import dns.rcode
+    import dns.rdata
+    import dns.rdataclass
+    import dns.rdatatype
+    HAS_DNSPYTHON = True
+    DNSPYTHON_IMPORT_ERROR = None
+except ImportError:
+    HAS_DNSPYTHON = False
+    DNSPYTHON_IMPORT_ERROR = traceback.format_exc()
+
+SUPPORTED_TYPES = ("A", "AAAA", "CNAME", "TXT", "MX", "SRV", "CAA", "PTR", "NS")
+MAX_TTL = 2147483647
+_LABEL_RE = re.compile(r"^(\*|[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)$")
+QUERY_TIMEOUT = 2.0  # one DNS query / connection attempt; the overall budget is the caller's
+
+
+class DnsError(Exception):
+    """A failure with a message meant for the operator; `details` go into the module result."""
+
+    def __init__(self, msg, **details):
+        super(DnsError, self).__init__(msg)
+        self.msg = msg
+        self.details = details
+
+
+class ValidationError(DnsError):
+    """Bad input; raised before anything is sent to a server."""
+
+
+class ConflictError(DnsError):
+    """Compare-and-swap failed: current values differ from `expect`. Nothing was changed."""
+
+
+class TransientError(DnsError):
+    """Worth another attempt (SERVFAIL, timeouts, throttling, PriorRequestNotComplete)."""
+
+
+class WaitTimeout(DnsError):
+    """Authoritative servers did not all serve the new values in time."""
+
+
+def require_dnspython(module):
+    if not HAS_DNSPYTHON:
+        from ansible.module_utils.basic import missing_required_lib
+        module.fail_json(msg=missing_required_lib("dnspython"), exception=DNSPYTHON_IMPORT_ERROR)
+
+
+# --------------------------------------------------------------------------- validation
+
+def absolute_name(name, what="name"):
+    """Validate a DNS owner name and return it lower-case with a trailing dot."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValidationError("%s must be a non-empty string, got %r" % (what, name))
+    text = name.strip().lower()
+    if not text.endswith("."):
+        text += "."
+    if len(text) > 254:
+        raise ValidationError("%s %r is longer than 253 characters" % (what, name))
+    labels = text[:-1].split(".")
+    for index, label in enumerate(labels):
+        if not label:
+            raise ValidationError("%s %r has an empty label" % (what, name))
+        if len(label) > 63:
+            raise ValidationError("%s %r has a label longer than 63 characters" % (what, name))
+        if not _LABEL_RE.match(label) or (label == "*" and index != 0):
+            raise ValidationError(
+                "%s %r: label %r may only hold letters, digits, '-' and '_' ('*' only as the first label)"
+                % (what, name, label))
+    return text
+
+
+def in_zone(name, zone):
+    return name == zone or name.endswith("." + zone)
+
+
+def _quote_txt(value):
+    if value.startswith('"'):
+        return value  # already presentation form: one or more quoted strings
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    chunks = [escaped[i:i + 255] for i in range(0, len(escaped), 255)] or [""]
+    return " ".join('"%s"' % chunk for chunk in chunks)
+
+
+def canonical_value(rtype, value, where="value"):
+    """Validate one value and return its canonical presentation form."""
+    if not isinstance(value, str):
+        value = str(value)
+    text = value.strip()
+    if rtype == "A":
+        try:
+            return str(ipaddress.IPv4Address(text))
+        except ValueError:
+            raise ValidationError("%s %r is not an IPv4 address (type A)" % (where, value)) from None
+    if rtype == "AAAA":
+        try:
+            return str(ipaddress.IPv6Address(text))
+        except ValueError:
+            raise ValidationError("%s %r is not an IPv6 address (type AAAA)" % (where, value)) from None
+    if rtype in ("CNAME", "PTR", "NS"):
+        return absolute_name(text, what=where)
+    if rtype == "TXT":
+        text = _quote_txt(value)
+    if not HAS_DNSPYTHON:  # pragma: no cover - modules fail earlier with missing_required_lib
+        return text
+    try:
+        rdata = dns.rdata.from_text(dns.rdataclass.IN, rtype, text, origin=dns.name.root)
+    except Exception as exc:  # pylint: disable=broad-except
+        raise ValidationError("%s %r is not valid %s data: %s" % (where, value, rtype, exc)) from exc
+    return rdata.to_text(origin=dns.name.root, relativize=False)
+
+
+def make_rrset(name, rtype, ttl, values, where="record"):
+    rtype = str(rtype).upper()
+    if rtype not in SUPPORTED_TYPES:
+        raise ValidationError("%s: type %r is not supported (use one of %s)"
+                              % (where, rtype, ", ".join(SUPPORTED_TYPES)))
+    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 <= ttl <= MAX_TTL):
+        raise ValidationError("%s: ttl %r must be an integer from 0 to %d" % (where, ttl, MAX_TTL))
+    canon = sorted({canonical_value(rtype, v, where="%s value" % where) for v in values})
+    if rtype == "CNAME" and len(canon) > 1:
+        raise ValidationError("%s: a CNAME holds exactly one value, got %d" % (where, len(canon)))
+    return {"name": absolute_name(name, what="%s name" % where), "type": rtype, "ttl": ttl, "values": canon}
+
+
+def key_of(rrset):
+    return (rrset["name"], rrset["type"])
+
+
+def key_text(key):
+    return "%s %s" % key
+
+
+def normalize_records(records, zone, default_ttl):
+    """records option -> ordered {key: desired rrset or None (absent)}; validates everything.
+
+    `zone` None (Route 53 by hosted_zone_id, name not known yet): zone membership is checked
+    by `switch()` once the zone is resolved, still before anything is sent.
+    """
+    zone = absolute_name(zone, what="zone") if zone else None
+    desired = {}
+    for index, record in enumerate(records or []):
+        where = "records[%d]" % index
+        state = record.get("state") or "present"
+        values = record.get("values") or []
+        if state == "present" and not values:
+            raise ValidationError("%s: state=present needs at least one value" % where)
+        ttl = record.get("ttl")
+        rrset = make_rrset(record.get("name"), record.get("type"), default_ttl if ttl is None else ttl, values, where)
+        if zone and not in_zone(rrset["name"], zone):
+            raise ValidationError("%s: %s is not in zone %s" % (where, rrset["name"], zone))
+        key = key_of(rrset)
+        if key in desired:
+            raise ValidationError("%s: %s is listed twice" % (where, key_text(key)))
+        desired[key] = rrset if state == "present" else None
+    if not desired:
+        raise ValidationError("records must name at least one record")
+    return desired
+
+
+def normalize_expect(expect, zone):
+    """expect option -> {key: rrset (ttl None = any) or None (must not exist)}."""
+    zone = absolute_name(zone, what="zone") if zone else None
+    wanted = {}
+    for index, item in enumerate(expect or []):
+        where = "expect[%d]" % index
+        rrset = make_rrset(item.get("name"), item.get("type"), item.get("ttl"), item.get("values") or [], where)
+        if zone and not in_zone(rrset["name"], zone):
+            raise ValidationError("%s: %s is not in zone %s" % (where, rrset["name"], zone))
+        if key_of(rrset) in wanted:
+            raise ValidationError("%s: %s is listed twice" % (where, key_text(key_of(rrset))))
+        wanted[key_of(rrset)] = rrset if rrset["values"] else None
+    return wanted
+
+
+def parse_server(text, default_port):
+    """'host', 'host:port', '[v6]:port' or 'v6' -> (host, port)."""
+    text = str(text).strip()
+    match = re.match(r"^\[([^\]]+)\](?::(\d+))?$", text)
+    if match:
+        host, port = match.group(1), match.group(2)
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host, port = text, None
+    if not host:
+        raise ValidationError("server %r has no host" % text)
+    try:
+        port = int(port) if port else int(default_port)
+    except ValueError:
+        raise ValidationError("server %r: port must be a number" % text) from None
+    if not 0 < port < 65536:
+        raise ValidationError("server %r: port %d is out of range" % (text, port))
+    return host, port
+
+
+def server_label(server):
+    host, port = server
+    return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
+
+
+# --------------------------------------------------------------------------- comparing / planning
+
+def same(current, wanted, compare_ttl=True):
+    """Does `current` (rrset or None) satisfy `wanted` (rrset, ttl None = any; or None)?"""
+    if wanted is None or current is None:
+        return wanted is None and current is None
+    if current["values"] != wanted["values"]:
+        return False
+    return not compare_ttl or wanted.get("ttl") is None or current["ttl"] == wanted["ttl"]
+
+
+def plan_changes(current, desired):
+    """[{key, before, after}] for every record whose current state is not the desired one."""
+    changes = []
+    for key, after in desired.items():
+        before = current.get(key)
+        if not same(before, after):
+            changes.append({"key": key, "before": before, "after": after})
+    return changes
+
+
+def cas_mismatches(current, expect):
+    return [key for key, wanted in expect.items() if not same(current.get(key), wanted)]
+
+
+def zone_lines(rrsets):
+    lines = []
+    for rrset in rrsets:
+        if rrset is None:
+            continue
+        for value in rrset["values"]:
+            lines.append("%s %s IN %s %s" % (rrset["name"], rrset["ttl"], rrset["type"], value))
+    return "".join(line + "\n" for line in lines)
+
+
+def public(rrset, key=None):
+    """A record as returned to callers: usable as-is in `records` (rollback) or `expect`."""
+    if rrset is None:
+        name, rtype = key
+        return {"name": name.rstrip("."), "type": rtype, "state": "absent", "values": []}
+    return {"name": rrset["name"].rstrip("."), "type": rrset["type"], "ttl": rrset["ttl"],
+            "values": list(rrset["values"]), "state": "present"}
+
+
+def describe(rrset):
+    if rrset is None:
+        return "(absent)"
+    return "%s ttl=%s" % (" ".join(rrset["values"]), rrset["ttl"])
+
+
+# --------------------------------------------------------------------------- provider interface
+
+class DnsProvider:
+    """What every provider implements. `switch()` and the info module only use this."""
+
+    name = "base"
+    zone = None  # absolute zone name, set by the provider (Route 53 may look it up)
+
+    def resolve_zone(self):
+        """Make sure the zone exists and is served; set self.zone. May raise DnsError."""
+        raise NotImplementedError
+
+    def read(self, keys):
+        """{key: rrset or None} as the provider's primary source holds it now."""
+        raise NotImplementedError
+
+    def plan_batches(self, changes, expect, allow_split):
+        """Split `changes` into provider batches (a list of lists); refuse what cannot be atomic."""
+        return [changes]
+
+    def apply(self, batch, expect):
+        """Send one atomic batch guarded by `expect`; returns a dict (ids, timings)."""
+        raise NotImplementedError
+
+    def wait_synced(self, applied, deadline):
+        """Provider-side propagation (Route 53 GetChange INSYNC); nothing for RFC 2136."""
+        return None
+
+    def authoritative_servers(self, deadline):
+        """[(host, port)] to query when waiting and `wait_servers` is not given."""
+        return []
+
+    def close(self):
+        return None
+
+
+def retry_call(func, timeout, on_retry=None, base=0.05, cap=1.0):
+    """call_with_retries for provider operations: TransientError is the only retried error."""
+    from ansible_collections.cloudphoenix.stack.plugins.module_utils._retry import call_with_retries
+
+    return call_with_retries(func, lambda exc: isinstance(exc, TransientError), timeout=timeout,
+                             base=base, cap=cap, on_retry=on_retry)
+
+
+# --------------------------------------------------------------------------- DNS queries (both providers)
+
+def _transient_socket_error(exc):
+    return isinstance(exc, (socket.timeout, ConnectionError, EOFError, OSError)) or (
+        HAS_DNSPYTHON and isinstance(exc, dns.exception.Timeout))
+
+
+class Answer:
+    """A parsed query response: rcode, the AA flag and the answer RRs (name, type, ttl, rdata)."""
+
+    __slots__ = ("aa", "rcode", "rrs")
+
+    def __init__(self, rcode, aa, rrs):
+        self.rcode = rcode
+        self.aa = aa
+        self.rrs = rrs
+
+
+def _query_wire(qid, key):
+    name, rtype = key
+    # header: id, flags 0 (no RD: we ask authorities), 1 question
+    body = struct.pack("!HHHHHH", qid, 0, 1, 0, 0, 0) + dns.name.from_text(name).to_wire() + struct.pack(
+        "!HH", int(dns.rdatatype.from_text(rtype)), 1)
+    return struct.pack("!H", len(body)) + body
+
+
+def _parse_answer(wire):
+    """Header + answer section only; far cheaper than a full dns.message.from_wire per query."""
+    qid, flags, qdcount, ancount = struct.unpack("!HHHH", wire[:8])
+    current = 12
+    for _ in range(qdcount):
+        _, used = dns.name.from_wire(wire, current)
+        current += used + 4
+    rrs = []
+    for _ in range(ancount):
+        name, used = dns.name.from_wire(wire, current)
+        current += used
+        rdtype, rdclass, ttl, rdlen = struct.unpack("!HHIH", wire[current:current + 10])
+        current += 10
+        if rdtype == 1 and rdlen == 4:
+            rdata = socket.inet_ntop(socket.AF_INET, wire[current:current + 4])
+        elif rdtype == 28 and rdlen == 16:
+            rdata = socket.inet_ntop(socket.AF_INET6, wire[current:current + 16])
+        else:
+            rdata = dns.rdata.from_wire(rdclass, rdtype, wire, current, rdlen, origin=None)
+        current += rdlen
+        rrs.append((name, rdtype, ttl, rdata))
+    return qid, Answer(flags & 0xF, bool(flags & 0x0400), rrs)
+
+
+def _recv_exact(sock, count):
+    chunks = []
+    while count:
+        chunk = sock.recv(min(count, 65536))
+        if not chunk:
+            raise EOFError("connection closed")
+        chunks.append(chunk)
+        count -= len(chunk)
+    return b"".join(chunks)
+
+
+def query_many(server, questions, timeout=QUERY_TIMEOUT, chunk=500):
+    """Ask `server` for every (name, type) over ONE TCP connection, pipelined.
+
+    Returns {key: Answer}. Raises TransientError when the server cannot be reached or stops
+    answering within `timeout` (the caller decides whether to retry).
+    """
+    host, port = server
+    answers = {}
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except (OSError, socket.timeout) as exc:
+        raise TransientError("%s unreachable: %s" % (server_label(server), exc)) from exc
+    try:
+        sock.settimeout(timeout)
+        questions = list(questions)
+        for start in range(0, len(questions), chunk):
+            pending = {}
+            wire = []
+            for offset, key in enumerate(questions[start:start + chunk]):
+                qid = (start + offset) % 65536
+                pending[qid] = key
+                wire.append(_query_wire(qid, key))
+            sock.sendall(b"".join(wire))
+            while pending:
+                (length,) = struct.unpack("!H", _recv_exact(sock, 2))
+                qid, answer = _parse_answer(_recv_exact(sock, length))
+                key = pending.pop(qid, None)
+                if key is not None:
+                    answers[key] = answer
+    except (OSError, EOFError, socket.timeout) as exc:
+        raise TransientError("%s stopped answering: %s"
+                             % (server_label(server), str(exc) or type(exc).__name__)) from exc
+    finally:
+        sock.close()
+    return answers
+
+
+def rrset_from_response(key, response, server):
+    """(rrset or None) from an Answer; raises DnsError when the server is no authority."""
+    rcode = response.rcode
+    if rcode == dns.rcode.SERVFAIL:
+        raise TransientError("%s answered SERVFAIL for %s" % (server_label(server), key_text(key)))
+    if rcode in (dns.rcode.REFUSED, dns.rcode.NOTAUTH) or (
+            rcode in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN) and not response.aa):
+        raise DnsError("%s is not authoritative for %s (rcode %s): zone not served there"
+                       % (server_label(server), key_text(key), dns.rcode.to_text(rcode)),
+                       server=server_label(server), rcode=dns.rcode.to_text(rcode))
+    if rcode == dns.rcode.NXDOMAIN:
+        return None
+    if rcode != dns.rcode.NOERROR:
+        raise DnsError("%s answered %s for %s" % (server_label(server), dns.rcode.to_text(rcode), key_text(key)))
+    name = dns.name.from_text(key[0])
+    rdtype = int(dns.rdatatype.from_text(key[1]))
+    values = set()
+    ttl = None
+    for rr_name, rr_type, rr_ttl, rdata in response.rrs:
+        if rr_type == rdtype and rr_name == name:
+            values.add(rdata if isinstance(rdata, str) else rdata.to_text(origin=dns.name.root, relativize=False))
+            ttl = rr_ttl if ttl is None else min(ttl, rr_ttl)
+    if not values:
+        return None
+    return {"name": key[0], "type": key[1], "ttl": ttl, "values": sorted(values)}
+
+
+def read_from_server(server, keys, timeout=QUERY_TIMEOUT):
+    responses = query_many(server, keys, timeout=timeout)
+    return {key: rrset_from_response(key, responses[key], server) for key in keys}
+
+
+def soa_serial(server, zone, timeout=QUERY_TIMEOUT):
+    response = query_many(server, [(zone, "SOA")], timeout=timeout)[(zone, "SOA")]
+    if response.rcode != dns.rcode.NOERROR or not response.aa:
+        raise DnsError("%s does not serve zone %s (rcode %s%s)"
+                       % (server_label(server), zone, dns.rcode.to_text(response.rcode),
+                          "" if response.aa else ", not authoritative"),
+                       server=server_label(server), rcode=dns.rcode.to_text(response.rcode))
+    for _, rdtype, _, rdata in response.rrs:
+        if rdtype == dns.rdatatype.SOA:
+            return rdata.serial
+    raise DnsError("%s returned no SOA for %s" % (server_label(server), zone))
+
+
+def survey(servers, keys, zone, timeout=QUERY_TIMEOUT):
+    """Query every server in parallel: [{server, reachable, error, soa_serial, records{key: rrset}}]."""
+    results = [None] * len(servers)
+
+    def one(index, server):
+        entry = {"server": server_label(server), "reachable": False, "error": None,
+                 "soa_serial": None, "records": {}}
+        try:
+            entry["soa_serial"] = soa_serial(server, zone, timeout=timeout)
+            entry["reachable"] = True
+            entry["records"] = read_from_server(server, keys, timeout=timeout)
+        except DnsError as exc:
+            entry["reachable"] = entry["soa_serial"] is not None or not isinstance(exc, TransientError)
+            entry["error"] = exc.msg
+        except Exception as exc:  # noqa: BLE001 - reported per server, never fatal
+            entry["error"] = "%s: %s" % (type(exc).__name__, exc)
+        results[index] = entry
+
+    threads = [threading.Thread(target=one, args=(i, s)) for i, s in enumerate(servers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def wait_for_servers(servers, desired, zone, deadline):
+    """Poll every server until it serves every desired record (values and TTL).
+
+    Returns [{server, in_sync, polls}]. Raises WaitTimeout listing what each lagging server serves.
+    """
+    keys = list(desired)
+    state = {server: {"server": server_label(server), "in_sync": False, "polls": 0, "lagging": None}
+             for server in servers}
+    delays = backoff_delays(base=0.02, cap=0.5)
+    while True:
+        todo = [server for server in servers if not state[server]["in_sync"]]
+        if not todo:
+            break
+        timeout = max(0.2, min(QUERY_TIMEOUT, deadline - time.monotonic()))
+        for server, entry in zip(todo, survey(todo, keys, zone, timeout=timeout)):  # noqa: B905
+            record = state[server]
+            record["polls"] += 1
+            if entry["error"]:
+                record["lagging"] = "unreachable or failing (%s)" % entry["error"]
+                continue
+            wrong = [key for key in keys if not same(entry["records"].get(key), desired[key])]
+            if wrong:
+                record["lagging"] = "; ".join(
+                    "%s serves %s, want %s"
+                    % (key_text(key), describe(entry["records"].get(key)), describe(desired[key]))
+                    for key in wrong[:5]) + ("; and %d more" % (len(wrong) - 5) if len(wrong) > 5 else "")
+            else:
+                record["in_sync"] = True
+                record["lagging"] = None
+        if all(state[s]["in_sync"] for s in servers):
+            break
+        delay = next(delays)
+        if time.monotonic() + delay > deadline:
+            lagging = ["%s: %s" % (state[s]["server"], state[s]["lagging"]) for s in servers if not state[s]["in_sync"]]
+            raise WaitTimeout("timed out waiting for authoritative servers to serve the new values: %s"
+                              % " | ".join(lagging),
+                              wait=[_wait_entry(state[s]) for s in servers])
+        time.sleep(delay)
+    return [_wait_entry(state[s]) for s in servers]
+
+
+def _wait_entry(record):
+    return {"server": record["server"], "in_sync": record["in_sync"], "polls": record["polls"],
+            "serves": record["lagging"]}
+
+
+# --------------------------------------------------------------------------- the switch
+
+def switch(provider, desired, expect=None, check_mode=False, wait=False, wait_servers=None,
+           wait_timeout=60.0, allow_split=False, retry_timeout=30.0, log=None):
+    """Apply `desired` ({key: rrset|None}) as one atomic change guarded by `expect`.
+
+    Returns a JSON-ready dict: changed, before, after, changes, cas, batches, wait, timings.
+    Raises ConflictError (nothing changed), ValidationError, DnsError, WaitTimeout.
+    """
+    expect = expect or {}
+    timings = {}
+    started = time.monotonic()
+    retries = []
+
+    def note_retry(attempt, exc, delay):
+        retries.append({"attempt": attempt, "error": str(exc), "delay": round(delay, 3)})
+        if log:
+            log("retry %d after %s (sleep %.2fs)" % (attempt, exc, delay))
+
+    retry_call(provider.resolve_zone, retry_timeout, note_retry)
+    for key in list(desired) + list(expect):
+        if not in_zone(key[0], provider.zone):
+            raise ValidationError("%s is not in zone %s" % (key_text(key), provider.zone))
+    keys = list(dict.fromkeys(list(desired) + list(expect)))
+    current = retry_call(lambda: provider.read(keys), retry_timeout, note_retry)
+    timings["read"] = round(time.monotonic() - started, 4)
+    changes = plan_changes(current, desired)
+    result = {
+        "changed": bool(changes),
+        "before": [public(current.get(k), k) for k in desired],
+        "after": [public(desired[k], k) for k in desired],
+        "changes": [{"name": c["key"][0].rstrip("."), "type": c["key"][1],
+                     "action": "delete" if c["after"] is None else ("create" if c["before"] is None else "update"),
+                     "before": describe(c["before"]), "after": describe(c["after"])} for c in changes],
+        "cas": None, "batches": [], "wait": [], "retries": retries, "timings": timings,
+    }
+    mismatched = cas_mismatches(current, expect)
+    if expect:
+        result["cas"] = "matched" if not mismatched else ("already_applied" if not changes else "conflict")
+    if not changes:
+        return result
+    if mismatched:
+        raise ConflictError(
+            "compare-and-swap failed, nothing changed: " + "; ".join(
+                "%s is %s, expected %s" % (key_text(k), describe(current.get(k)), describe(expect[k]))
+                for k in mismatched),
+            current=[public(current.get(k), k) for k in keys])
+    batches = provider.plan_batches(changes, expect, allow_split)
+    result["batches"] = [{"index": i, "changes": len(b), "status": "planned"} for i, b in enumerate(batches)]
+    if check_mode:
+        return result
+    applied = []
+    for index, batch in enumerate(batches):
+        attempt = {"n": 0}
+
+        def send(batch=batch, attempt=attempt, index=index):
+            attempt["n"] += 1
+            return provider.apply(batch, expect if index == 0 else {})
+
+        try:
+            info = retry_call(send, retry_timeout, note_retry)
+        except ConflictError as exc:
+            # A retried send may have landed before its answer was lost: look before blaming others.
+            if attempt["n"] > 1:
+                now = provider.read([c["key"] for c in batch])
+                if all(same(now.get(c["key"]), c["after"]) for c in batch):
+                    info = {"note": "applied by an earlier attempt whose answer was lost"}
+                else:
+                    raise
+            else:
+                result["batches"][index]["status"] = "conflict"
+                _annotate_partial(exc, result, index)
+                raise
+        except (DnsError, RetryBudgetExceeded) as exc:
+            result["batches"][index]["status"] = "failed"
+            if isinstance(exc, RetryBudgetExceeded):
+                exc = DnsError("%s: %s" % ("could not apply the change", exc))
+            _annotate_partial(exc, result, index)
+            raise exc
+        result["batches"][index].update(info or {})
+        result["batches"][index]["status"] = "applied"
+        applied.append(info or {})
+    if expect:
+        result["cas"] = "swapped"
+    timings["apply"] = round(time.monotonic() - started - timings["read"], 4)
+    if wait:
+        deadline = started + wait_timeout
+        provider.wait_synced(applied, deadline)
+        servers = wait_servers if wait_servers else provider.authoritative_servers(deadline)
+        if servers:
+            result["wait"] = wait_for_servers(servers, desired, provider.zone, deadline)
+        timings["wait"] = round(time.monotonic() - started - timings["read"] - timings["apply"], 4)
+    timings["total"] = round(time.monotonic() - started, 4)
+    return result
+
+
+def _annotate_partial(exc, result, index):
+    exc.details.setdefault("batches", result["batches"])
+    if index:
+        exc.msg = "%s (batches 0..%d were applied; batch %d and later were not)" % (exc.msg, index - 1, index)
+        exc.args = (exc.msg,)
+
+
+# --------------------------------------------------------------------------- inspecting
+
+def inspect(provider, keys, servers=None, retry_timeout=30.0):
+    """Records as the provider holds them and as each authoritative server serves them.
+
+    Unreachable servers are reported, not raised. For RFC 2136 the provider's source is the
+    primary server itself, so an unreachable primary is reported too (`source_error`).
+    """
+    source_error = None
+    current = {}
+    if provider.name == "rfc2136":
+        primary = provider.server
+        if servers is None:
+            try:
+                servers = provider.authoritative_servers(None)
+            except DnsError as exc:
+                servers = []
+                source_error = exc.msg
+            servers = list(dict.fromkeys([primary, *servers]))
+        entries = survey(servers, keys, provider.zone, timeout=provider.query_timeout)
+        by_server = dict(zip(servers, entries))  # noqa: B905
+        if primary in by_server and not by_server[primary]["error"]:
+            current = by_server[primary]["records"]
+        elif primary in by_server:
+            source_error = by_server[primary]["error"]
+        else:
+            try:
+                current = read_from_server(primary, keys, timeout=provider.query_timeout)
+            except DnsError as exc:
+                source_error = exc.msg
+    else:
+        retry_call(provider.resolve_zone, retry_timeout)
+        for key in keys:
+            if not in_zone(key[0], provider.zone):
+                raise ValidationError("%s is not in zone %s" % (key_text(key), provider.zone))
+        current = retry_call(lambda: provider.read(keys), retry_timeout)
+        entries = survey(servers or [], keys, provider.zone, timeout=QUERY_TIMEOUT)
+    consistent = source_error is None and all(
+        not entry["error"] and all(same(entry["records"].get(k), current.get(k)) for k in keys) for entry in entries)
+    for entry in entries:
+        entry["records"] = [public(entry["records"].get(k), k) for k in keys] if not entry["error"] else []
+    return {
+        "zone": provider.zone,
+        "records": [public(current.get(k), k) for k in keys] if source_error is None else [],
+        "source_error": source_error,
+        "servers": entries,
+        "consistent": consistent,
+    }

@@ -1,0 +1,247 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Route 53 through boto3: one ChangeResourceRecordSets batch per atomic change.
+
+Compare-and-swap: every record named in `expect` is sent as a DELETE of the exact rrset
+read a moment ago (TTL and values) followed by a CREATE, in the same batch; Route 53
+rejects the whole batch (InvalidChangeBatch) if the DELETE no longer matches, so two
+concurrent swaps cannot both land. Other records are UPSERTs (or CREATE / DELETE).
+
+Limits (Route 53 API reference, ChangeResourceRecordSets): at most 1,000 ResourceRecord
+elements and 32,000 characters of Value per request; UPSERT counts each twice.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import time
+import traceback
+
+from ansible_collections.cloudphoenix.stack.plugins.module_utils._dns import (
+    ConflictError,
+    DnsError,
+    DnsProvider,
+    TransientError,
+    ValidationError,
+    absolute_name,
+    canonical_value,
+    key_text,
+)
+
+try:
+    import boto3
+    import botocore.config
+    import botocore.exceptions
+    HAS_BOTO3 = True
+    BOTO3_IMPORT_ERROR = None
+except ImportError:
+    HAS_BOTO3 = False
+    BOTO3_IMPORT_ERROR = traceback.format_exc()
+
+MAX_RECORD_ELEMENTS = 1000
+MAX_VALUE_CHARS = 32000
+PER_RECORD_READ_LIMIT = 20  # more keys than this: list the whole zone instead of one call per key
+
+TRANSIENT_CODES = ("Throttling", "ThrottlingException", "PriorRequestNotComplete", "ServiceUnavailable",
+                   "InternalFailure", "InternalError", "RequestTimeout", "RequestExpired")
+CONFLICT_HINTS = ("not found", "do not match", "already exists", "but it was not found")
+
+
+def _error_code(exc):
+    return exc.response.get("Error", {}).get("Code", "") if hasattr(exc, "response") else ""
+
+
+class Route53Provider(DnsProvider):
+    name = "route53"
+
+    def __init__(self, zone=None, hosted_zone_id=None, endpoint_url=None, region=None, access_key=None,
+                 secret_key=None, session_token=None, profile=None, client=None, query_timeout=5.0):
+        self.zone = absolute_name(zone, what="zone") if zone else None
+        self.zone_id = hosted_zone_id.split("/")[-1] if hosted_zone_id else None
+        self._raw = {}
+        self._batches = []
+        self._plan_refs = []
+        if client is None:
+            session = boto3.session.Session(
+                aws_access_key_id=access_key, aws_secret_access_key=secret_key, aws_session_token=session_token,
+                profile_name=profile, region_name=region or None)
+            config = botocore.config.Config(
+                retries={"max_attempts": 1, "mode": "standard"},  # our own jittered retries decide
+                connect_timeout=query_timeout, read_timeout=max(query_timeout, 10))
+            client = session.client("route53", endpoint_url=endpoint_url, config=config,
+                                    region_name=region or session.region_name or "us-east-1")
+        self.client = client
+
+    # -- error mapping
+    def _call(self, operation, **kwargs):
+        try:
+            return getattr(self.client, operation)(**kwargs)
+        except botocore.exceptions.ClientError as exc:
+            code = _error_code(exc)
+            message = exc.response.get("Error", {}).get("Message", str(exc))
+            if code in TRANSIENT_CODES or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500:
+                raise TransientError("Route 53 %s: %s (%s)" % (operation, code, message), code=code) from exc
+            if code == "InvalidChangeBatch" and any(hint in message for hint in CONFLICT_HINTS):
+                raise ConflictError("compare-and-swap failed at Route 53, nothing changed: %s" % message,
+                                    code=code) from exc
+            if code in ("NoSuchHostedZone", "HostedZoneNotFound"):
+                raise DnsError("hosted zone %s not found in Route 53: %s" % (self.zone_id or self.zone, message),
+                               code=code) from exc
+            raise DnsError("Route 53 %s failed: %s (%s)" % (operation, code, message), code=code) from exc
+        except (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError,
+                botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectionClosedError) as exc:
+            raise TransientError("Route 53 %s: %s" % (operation, exc)) from None
+        except botocore.exceptions.NoCredentialsError as exc:
+            raise DnsError("Route 53 %s: no AWS credentials found (%s)" % (operation, exc)) from exc
+
+    # -- interface
+    def resolve_zone(self):
+        if self.zone_id:
+            zone = self._call("get_hosted_zone", Id=self.zone_id)["HostedZone"]
+            name = absolute_name(zone["Name"], what="hosted zone name")
+            if self.zone and self.zone != name:
+                raise ValidationError("hosted_zone_id %s is zone %s, not %s" % (self.zone_id, name, self.zone))
+            self.zone = name
+            return
+        found = self._call("list_hosted_zones_by_name", DNSName=self.zone, MaxItems="100")["HostedZones"]
+        matches = [z for z in found if absolute_name(z["Name"]) == self.zone]
+        if not matches:
+            raise DnsError("zone %s is not a hosted zone in this Route 53 account" % self.zone, code="NoSuchHostedZone")
+        if len(matches) > 1:
+            raise ValidationError("%d hosted zones are named %s (public and private?): give hosted_zone_id (%s)"
+                                  % (len(matches), self.zone, ", ".join(z["Id"].split("/")[-1] for z in matches)))
+        self.zone_id = matches[0]["Id"].split("/")[-1]
+
+    def _take(self, raw, wanted, found):
+        name = absolute_name(raw["Name"].replace("\\052", "*"), what="Route 53 record name")
+        key = (name, raw["Type"])
+        if key not in wanted:
+            return
+        if "SetIdentifier" in raw or "AliasTarget" in raw:
+            raise DnsError("%s is a routing-policy or alias record set; dns_records manages simple records only"
+                           % key_text(key))
+        values = sorted({canonical_value(raw["Type"], r["Value"], where="Route 53 value of %s" % key_text(key))
+                         for r in raw.get("ResourceRecords", [])})
+        self._raw[key] = raw
+        found[key] = {"name": name, "type": raw["Type"], "ttl": raw.get("TTL"), "values": values}
+
+    def read(self, keys):
+        wanted = set(keys)
+        found = {}
+        if len(wanted) <= PER_RECORD_READ_LIMIT:
+            for name, rtype in keys:
+                page = self._call("list_resource_record_sets", HostedZoneId=self.zone_id,
+                                  StartRecordName=name, StartRecordType=rtype, MaxItems="1")
+                for raw in page["ResourceRecordSets"]:
+                    self._take(raw, wanted, found)
+        else:
+            kwargs = {"HostedZoneId": self.zone_id, "MaxItems": "300"}
+            while True:
+                page = self._call("list_resource_record_sets", **kwargs)
+                for raw in page["ResourceRecordSets"]:
+                    self._take(raw, wanted, found)
+                if not page.get("IsTruncated"):
+                    break
+                kwargs["StartRecordName"] = page["NextRecordName"]
+                kwargs["StartRecordType"] = page["NextRecordType"]
+        for key in keys:
+            if key not in found:
+                self._raw.pop(key, None)
+        return {key: found.get(key) for key in keys}
+
+    def _record_set(self, rrset):
+        return {"Name": rrset["name"].rstrip("."), "Type": rrset["type"], "TTL": rrset["ttl"],
+                "ResourceRecords": [{"Value": v} for v in rrset["values"]]}
+
+    def _units(self, changes, expect):
+        """Changes as Route 53 actions, grouped in units that must stay in one batch."""
+        units = []
+        guarded = [c for c in changes if c["key"] in expect]
+        for change in guarded + [c for c in changes if c["key"] not in expect]:
+            key, before, after = change["key"], change["before"], change["after"]
+            actions = []
+            if before is not None and (key in expect or after is None):
+                raw = dict(self._raw[key])  # the exact rrset read: Route 53 rejects a DELETE that differs
+                raw["Name"] = raw["Name"].rstrip(".")
+                actions.append({"Action": "DELETE", "ResourceRecordSet": raw})
+            if after is not None:
+                action = "CREATE" if before is None or key in expect else "UPSERT"
+                actions.append({"Action": action, "ResourceRecordSet": self._record_set(after)})
+            units.append((change, actions))
+        return units
+
+    @staticmethod
+    def _cost(actions):
+        elements = chars = 0
+        for action in actions:
+            factor = 2 if action["Action"] == "UPSERT" else 1
+            records = action["ResourceRecordSet"].get("ResourceRecords", [])
+            elements += factor * len(records)
+            chars += factor * sum(len(r["Value"]) for r in records)
+        return elements, chars
+
+    def plan_batches(self, changes, expect, allow_split):
+        units = self._units(changes, expect)
+        total = [0, 0]
+        for _, actions in units:
+            elements, chars = self._cost(actions)
+            total[0] += elements
+            total[1] += chars
+        if total[0] <= MAX_RECORD_ELEMENTS and total[1] <= MAX_VALUE_CHARS:
+            self._batches = [[a for _, actions in units for a in actions]]
+            self._plan_refs = [[c for c, _ in units]]
+            return self._plan_refs
+        if not allow_split:
+            raise ValidationError(
+                "the change is over Route 53's limits for one atomic batch (%d ResourceRecord elements of %d, "
+                "%d value characters of %d; UPSERT counts twice): refused. Send fewer records, or set "
+                "allow_split=true to apply it in several batches (not atomic as a whole)"
+                % (total[0], MAX_RECORD_ELEMENTS, total[1], MAX_VALUE_CHARS))
+        batches, self._batches = [], []
+        current, current_actions, used = [], [], [0, 0]
+        for change, actions in units:
+            elements, chars = self._cost(actions)
+            if elements > MAX_RECORD_ELEMENTS or chars > MAX_VALUE_CHARS:
+                raise ValidationError("%s alone is over Route 53's batch limits" % key_text(change["key"]))
+            if current and (used[0] + elements > MAX_RECORD_ELEMENTS or used[1] + chars > MAX_VALUE_CHARS):
+                batches.append(current)
+                self._batches.append(current_actions)
+                current, current_actions, used = [], [], [0, 0]
+            current.append(change)
+            current_actions.extend(actions)
+            used[0] += elements
+            used[1] += chars
+        batches.append(current)
+        self._batches.append(current_actions)
+        self._plan_refs = batches
+        return batches
+
+    def apply(self, batch, expect):
+        index = next((i for i, planned in enumerate(self._planned_batches()) if planned is batch), None)
+        actions = self._batches[index] if index is not None else [
+            a for _, actions in self._units(batch, expect) for a in actions]
+        started = time.monotonic()
+        info = self._call("change_resource_record_sets", HostedZoneId=self.zone_id,
+                          ChangeBatch={"Comment": "cloudphoenix.stack.dns_records", "Changes": actions})["ChangeInfo"]
+        return {"change_id": info["Id"].split("/")[-1], "status": info["Status"], "actions": len(actions),
+                "seconds": round(time.monotonic() - started, 4)}
+
+    def _planned_batches(self):
+        return self._plan_refs
+
+    def wait_synced(self, applied, deadline):
+        """GetChange until INSYNC: Route 53's own servers all serve the change."""
+        for info in applied:
+            change_id = info.get("change_id")
+            delay = 0.2
+            while change_id:
+                status = self._call("get_change", Id=change_id)["ChangeInfo"]["Status"]
+                info["status"] = status
+                if status == "INSYNC":
+                    break
+                if time.monotonic() + delay > deadline:
+                    raise DnsError("timed out waiting for Route 53 change %s to be INSYNC (still %s)"
+                                   % (change_id, status), change_id=change_id)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
