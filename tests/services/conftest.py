@@ -94,6 +94,12 @@ def reset_tables(app_db: AppDatabase) -> None:
 
 
 @pytest.fixture
+def clean_db(app_db: AppDatabase) -> AppDatabase:
+    reset_tables(app_db)
+    return app_db
+
+
+@pytest.fixture
 def app_a(app_db: AppDatabase, make_settings):
     reset_tables(app_db)
     app = service_a.create_app(make_settings("service_a"))

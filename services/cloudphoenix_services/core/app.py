@@ -6,6 +6,7 @@ everything that makes it production-worthy lives here once.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from flask_limiter.util import get_remote_address
 
 from .config import Settings, load_settings
 from .db import Database
-from .errors import BadRequest, ServiceError, WritesFenced, register_error_handlers
+from .errors import BadRequest, ServiceError, WritesFenced, problem, register_error_handlers
 from .fencing import Fence
 from .observability import (
     DB_RETRIES,
@@ -89,7 +90,7 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> F
 
     limiter = Limiter(
         get_remote_address, app=app, default_limits=[settings.rate_limit], storage_uri=settings.rate_limit_storage_uri,
-        headers_enabled=True, default_limits_exempt_when=lambda: request.endpoint in OPS_ENDPOINTS,
+        headers_enabled=False, default_limits_exempt_when=lambda: request.endpoint in OPS_ENDPOINTS,
     )
     state = Runtime(
         spec=spec, settings=settings, db=Database(settings, on_retry=DB_RETRIES.labels(spec.name).inc),
@@ -99,6 +100,15 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> F
     app.extensions[EXTENSION] = state
 
     register_error_handlers(app)
+
+    @app.errorhandler(429)
+    def _rate_limited(error: Exception) -> Response:
+        # Limiter's own headers would also stamp Retry-After on 503s; set it only where it is meant.
+        current = limiter.current_limit
+        wait = max(1, math.ceil(current.reset_at - time.time())) if current is not None else 1
+        return problem(429, "too-many-requests", "Too many requests", f"Rate limit {settings.rate_limit} exceeded.",
+                       {"Retry-After": str(wait)})
+
     _install_request_hooks(app, settings)
     state.tracer_provider = configure_tracing(app, settings)
     app.register_blueprint(_ops_blueprint())

@@ -18,7 +18,6 @@ from typing import TypeVar
 import psycopg2
 import psycopg2.errorcodes
 import psycopg2.extensions
-import psycopg2.pool
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from .config import Settings
@@ -51,14 +50,19 @@ def is_transient(error: BaseException) -> bool:
 
 
 class Database:
-    """A thread-safe pool opened lazily in each worker process (never before gunicorn forks)."""
+    """A bounded, thread-safe pool opened lazily in each worker process (never before gunicorn forks).
+
+    psycopg2's own pools keep only ``minconn`` idle connections and connect those eagerly; this
+    one keeps up to ``db_pool_max`` and connects on demand, so a service boots with the DB down.
+    """
 
     def __init__(self, settings: Settings, on_retry: Callable[[], None] | None = None) -> None:
         self.settings = settings
         self._on_retry = on_retry
-        self._pool: psycopg2.pool.ThreadedConnectionPool | None = None
+        self._idle: list[Connection] = []
         self._lock = threading.Lock()
-        self._connect_kwargs = {
+        self._slots = threading.BoundedSemaphore(settings.db_pool_max)
+        self._connect_kwargs: dict[str, object] = {
             "dsn": settings.db_dsn,
             "connect_timeout": settings.db_connect_timeout_s,
             "application_name": f"cloudphoenix-{settings.service_name}",
@@ -69,11 +73,33 @@ class Database:
         if settings.db_password is not None:
             self._connect_kwargs["password"] = settings.db_password
 
-    def _get_pool(self) -> psycopg2.pool.ThreadedConnectionPool:
+    def _acquire(self) -> Connection:
+        if not self._slots.acquire(timeout=self.settings.db_connect_timeout_s):
+            raise psycopg2.OperationalError("connection pool exhausted")
+        try:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            return conn if conn is not None else psycopg2.connect(**self._connect_kwargs)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def _release(self, conn: Connection, discard: bool) -> None:
+        try:
+            if discard or conn.closed:
+                conn.close()
+                self._discard_idle()  # they most likely point at the same failed server
+            else:
+                with self._lock:
+                    self._idle.append(conn)
+        finally:
+            self._slots.release()
+
+    def _discard_idle(self) -> None:
         with self._lock:
-            if self._pool is None:
-                self._pool = psycopg2.pool.ThreadedConnectionPool(0, self.settings.db_pool_max, **self._connect_kwargs)
-            return self._pool
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:
@@ -81,11 +107,7 @@ class Database:
 
         A connection that failed at the connection level is closed instead of going back to the pool.
         """
-        pool = self._get_pool()
-        try:
-            conn = pool.getconn()
-        except psycopg2.pool.PoolError as exc:
-            raise psycopg2.OperationalError("connection pool exhausted") from exc
+        conn = self._acquire()
         broken = False
         try:
             with conn:  # psycopg2: commit on success, rollback on exception
@@ -94,7 +116,7 @@ class Database:
             broken = conn.closed != 0 or is_transient(exc)
             raise
         finally:
-            pool.putconn(conn, close=broken or conn.closed != 0)
+            self._release(conn, broken)
 
     def run(self, work: Callable[[Connection], T], *, retry: bool = True) -> T:
         """Run ``work(conn)`` in a transaction, replaying it on transient errors with jittered backoff."""
@@ -136,10 +158,7 @@ class Database:
         return True, _elapsed_ms(started), None
 
     def close(self) -> None:
-        with self._lock:
-            if self._pool is not None and not self._pool.closed:
-                self._pool.closeall()
-            self._pool = None
+        self._discard_idle()
 
 
 def _fetch_one(conn: Connection, sql: str) -> object:

@@ -103,7 +103,7 @@ def problem(status: int, slug: str, title: str, detail: str | None = None, heade
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ServiceError)
     def _service_error(error: ServiceError) -> Response:
-        if error.status >= 500:
+        if error.status >= 500 and not isinstance(error, WritesFenced):  # fenced writes are expected in a passive region
             log.warning("request failed: %s: %s", error.slug, error)
         return problem(error.status, error.slug, error.title, error.detail, error.headers(), **error.extra)
 
