@@ -1,4 +1,8 @@
-"""Fixtures for the dns_records tests: a lab-like BIND zone and a lab-like Route 53 zone (moto)."""
+"""Fixtures for the dns_records tests: a lab-like BIND zone and a lab-like Route 53 zone (moto).
+
+No __init__.py in this folder on purpose: a package named `dns` would shadow dnspython.
+Helpers live in dns_support.py.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +11,11 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import dns.message
-import dns.query
-import dns.rdatatype
 import pytest
+from dns_support import EAST, LAB_RECORDS, ZONE
 
 from tests.support.bind import BindServer
-from tests.support.moto import MOTO_ENV, MotoServer
-
-ZONE = "phoenix.test"
-EAST, WEST = "127.0.10.1", "127.0.20.1"
-LAB_RECORDS = (
-    f"api IN A {EAST}\n"
-    f"docs IN A {EAST}\n"
-    f"db IN A {EAST}\n"
-    '_active IN TXT "region=east epoch=1"\n'
-)
+from tests.support.moto import MotoServer
 
 
 @pytest.fixture
@@ -33,26 +26,6 @@ def lab_bind() -> Iterator[BindServer]:
     yield server
     server.destroy()
     shutil.rmtree(base, ignore_errors=True)
-
-
-def rfc_args(bind: BindServer, **extra) -> dict:
-    return {"provider": "rfc2136", "server": bind.host, "port": bind.port, "zone": bind.zone,
-            "key_name": bind.key_name, "key_secret": bind.secret, **extra}
-
-
-def served(bind: BindServer, name: str, rtype: str = "A") -> tuple[int | None, list[str]]:
-    """(ttl, sorted values) straight from the server with plain dnspython: independent of the code under test."""
-    query = dns.message.make_query(name, rtype)
-    response = dns.query.tcp(query, bind.host, port=bind.port, timeout=3)
-    for rrset in response.answer:
-        if rrset.rdtype == dns.rdatatype.from_text(rtype) and rrset.name.to_text().rstrip(".") == name.rstrip("."):
-            return rrset.ttl, sorted(rd.to_text() for rd in rrset)
-    return None, []
-
-
-def soa_serial(bind: BindServer) -> int:
-    response = dns.query.tcp(dns.message.make_query(bind.zone, "SOA"), bind.host, port=bind.port, timeout=3)
-    return response.answer[0][0].serial
 
 
 @pytest.fixture
@@ -68,22 +41,3 @@ def r53(moto: MotoServer) -> dict:
     ]
     client.change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch={"Changes": changes})
     return {"client": client, "zone_id": zone_id, "endpoint_url": moto.endpoint_url}
-
-
-def r53_args(r53: dict, **extra) -> dict:
-    return {"provider": "route53", "zone": ZONE, "endpoint_url": r53["endpoint_url"], "region": "us-east-1",
-            "access_key": MOTO_ENV["AWS_ACCESS_KEY_ID"], "secret_key": MOTO_ENV["AWS_SECRET_ACCESS_KEY"], **extra}
-
-
-def r53_records(r53: dict) -> dict[tuple[str, str], tuple[int, list[str]]]:
-    """{(name, type): (ttl, values)} straight from the Route 53 API."""
-    out = {}
-    for page in r53["client"].get_paginator("list_resource_record_sets").paginate(HostedZoneId=r53["zone_id"]):
-        for rrset in page["ResourceRecordSets"]:
-            out[(rrset["Name"].rstrip("."), rrset["Type"])] = (
-                rrset.get("TTL"), sorted(r["Value"] for r in rrset.get("ResourceRecords", [])))
-    return out
-
-
-def switch_args(address: str) -> list[dict]:
-    return [{"name": f"{name}.{ZONE}", "type": "A", "ttl": 5, "values": [address]} for name in ("api", "docs")]
