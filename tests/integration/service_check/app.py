@@ -10,7 +10,9 @@ Routes (all state is in this one worker process, keyed by a caller-chosen tag):
   /hits/<tag>                  JSON count of requests seen for <tag> (flaky and auth)
   /auth/<tag>                  200 when Authorization equals $SERVICE_CHECK_TEST_TOKEN, else 401
   /host                        JSON {"host": <Host header>}
-  POST /orders                 201 {"id": n, ...the JSON body...}; GET /orders/<id> reads it back
+  /readyz                      200 {"status": "ready", "checks": {"database": {"ok": true}}}
+  POST /orders                 201 {"id": n, "total_cents": ..., ...the JSON body...}; GET /orders/<id> reads it
+  /orders-count                JSON number of orders created
 """
 
 from __future__ import annotations
@@ -75,6 +77,11 @@ def app(environ, start_response):
         if environ.get("HTTP_AUTHORIZATION") == os.environ["SERVICE_CHECK_TEST_TOKEN"]:
             return _reply(start_response, 200, {"authorized": True})
         return _reply(start_response, 401, {"authorized": False})
+    if path == "/readyz":
+        return _reply(start_response, 200, {"status": "ready", "checks": {"database": {"ok": True}}})
+    if path == "/orders-count":
+        with _LOCK:
+            return _reply(start_response, 200, len(_ORDERS))
     if path == "/host":
         return _reply(start_response, 200, {"host": environ.get("HTTP_HOST")})
     if path == "/orders" and method == "POST":
@@ -84,6 +91,8 @@ def app(environ, start_response):
             order_id = len(_ORDERS) + 1
             _ORDERS[order_id] = {
                 "id": order_id, **payload,
+                "total_cents": sum(i.get("quantity", 0) * i.get("unit_price_cents", 0)
+                                   for i in payload.get("items", [])),
                 "idempotency_key": environ.get("HTTP_IDEMPOTENCY_KEY"),
                 "content_type": environ.get("CONTENT_TYPE"),
             }
