@@ -357,11 +357,11 @@ def _parse_answer(wire):
     """Header + answer section only; far cheaper than a full dns.message.from_wire per query."""
     qid, flags, qdcount, ancount = struct.unpack("!HHHH", wire[:8])
     current = 12
-    for _ in range(qdcount):
-        _, used = dns.name.from_wire(wire, current)
+    for _dummy in range(qdcount):
+        used = dns.name.from_wire(wire, current)[1]
         current += used + 4
     rrs = []
-    for _ in range(ancount):
+    for _dummy in range(ancount):
         name, used = dns.name.from_wire(wire, current)
         current += used
         rdtype, rdclass, ttl, rdlen = struct.unpack("!HHIH", wire[current:current + 10])
@@ -464,7 +464,7 @@ def soa_serial(server, zone, timeout=QUERY_TIMEOUT):
                        % (server_label(server), zone, dns.rcode.to_text(response.rcode),
                           "" if response.aa else ", not authoritative"),
                        server=server_label(server), rcode=dns.rcode.to_text(response.rcode))
-    for _, rdtype, _, rdata in response.rrs:
+    for _dummy_name, rdtype, _dummy_ttl, rdata in response.rrs:
         if rdtype == dns.rdatatype.SOA:
             return rdata.serial
     raise DnsError("%s returned no SOA for %s" % (server_label(server), zone))
@@ -597,7 +597,7 @@ def switch(provider, desired, expect=None, check_mode=False, wait=False, wait_se
     for index, batch in enumerate(batches):
         attempt = {"n": 0}
 
-        def send(batch=batch, attempt=attempt, index=index):
+        def send(batch=batch, attempt=attempt, index=index):  # pylint: disable=dangerous-default-value
             attempt["n"] += 1
             return provider.apply(batch, expect if index == 0 else {})
 

@@ -148,7 +148,7 @@ class Rfc2136Provider(DnsProvider):
     def authoritative_servers(self, deadline):
         """The zone's NS targets (addresses from the primary for in-zone names), on `port`."""
         responses = query_many(self.server, [(self.zone, "NS")], timeout=self.query_timeout)
-        targets = [rdata.target.to_text() for _, rdtype, _, rdata in responses[(self.zone, "NS")].rrs
+        targets = [rdata.target.to_text() for _dummy_name, rdtype, _dummy_ttl, rdata in responses[(self.zone, "NS")].rrs
                    if rdtype == dns.rdatatype.NS]
         servers = []
         for target in sorted(targets):
@@ -156,12 +156,12 @@ class Rfc2136Provider(DnsProvider):
             if in_zone(target.lower(), self.zone):
                 answers = query_many(self.server, [(target, "A"), (target, "AAAA")], timeout=self.query_timeout)
                 for response in answers.values():
-                    addresses.extend(rdata for _, rdtype, _, rdata in response.rrs
+                    addresses.extend(rdata for _dummy_name, rdtype, _dummy_ttl, rdata in response.rrs
                                      if rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA))
             else:
                 try:
-                    addresses = sorted({info[4][0] for info in socket.getaddrinfo(target.rstrip("."), self.port,
-                                                                                   proto=socket.IPPROTO_TCP)})
+                    infos = socket.getaddrinfo(target.rstrip("."), self.port, proto=socket.IPPROTO_TCP)
+                    addresses = sorted({info[4][0] for info in infos})
                 except OSError:
                     addresses = [target.rstrip(".")]  # reported as unreachable while waiting
             servers.extend((address, self.port) for address in addresses)
@@ -176,14 +176,14 @@ class Rfc2136Provider(DnsProvider):
             raise TransientError("%s unreachable: %s" % (server_label(self.server), exc)) from exc
         try:
             dns.query.send_tcp(sock, wire if wire is not None else update, expiration)
-            response, _ = dns.query.receive_tcp(sock, expiration, keyring=update.keyring, request_mac=update.mac)
-            return response
+            received = dns.query.receive_tcp(sock, expiration, keyring=update.keyring, request_mac=update.mac)
+            return received[0]
         except dns.tsig.PeerError as exc:
             raise DnsError("update of zone %s rejected by %s: TSIG %s (wrong key name, secret or algorithm)"
                            % (self.zone, server_label(self.server), _tsig_error(exc)), rcode="NOTAUTH") from exc
         except (dns.exception.Timeout, socket.timeout, OSError, EOFError) as exc:
-            raise TransientError("%s did not answer the update: %s" % (server_label(self.server),
-                                                                          str(exc) or type(exc).__name__)) from exc
+            raise TransientError("%s did not answer the update: %s"
+                                 % (server_label(self.server), str(exc) or type(exc).__name__)) from exc
         except dns.exception.DNSException as exc:
             raise DnsError("update of zone %s failed at %s: %s" % (self.zone, server_label(self.server), exc)) from exc
         finally:

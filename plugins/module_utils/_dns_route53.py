@@ -184,13 +184,13 @@ class Route53Provider(DnsProvider):
     def plan_batches(self, changes, expect, allow_split):
         units = self._units(changes, expect)
         total = [0, 0]
-        for _, actions in units:
+        for _dummy, actions in units:
             elements, chars = self._cost(actions)
             total[0] += elements
             total[1] += chars
         if total[0] <= MAX_RECORD_ELEMENTS and total[1] <= MAX_VALUE_CHARS:
-            self._batches = [[a for _, actions in units for a in actions]]
-            self._plan_refs = [[c for c, _ in units]]
+            self._batches = [[a for _dummy, actions in units for a in actions]]
+            self._plan_refs = [[c for c, _dummy in units]]
             return self._plan_refs
         if not allow_split:
             raise ValidationError(
@@ -220,7 +220,7 @@ class Route53Provider(DnsProvider):
     def apply(self, batch, expect):
         index = next((i for i, planned in enumerate(self._planned_batches()) if planned is batch), None)
         actions = self._batches[index] if index is not None else [
-            a for _, actions in self._units(batch, expect) for a in actions]
+            a for _dummy, actions in self._units(batch, expect) for a in actions]
         started = time.monotonic()
         info = self._call("change_resource_record_sets", HostedZoneId=self.zone_id,
                           ChangeBatch={"Comment": "cloudphoenix.stack.dns_records", "Changes": actions})["ChangeInfo"]
