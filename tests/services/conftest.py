@@ -145,7 +145,7 @@ class Gunicorn:
                "PYTHONPATH": str(SERVICES_DIR)}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", str(SERVICES_DIR / "gunicorn.conf.py")],
-            env=env, stdout=subprocess.DEVNULL, stderr=open(log_path, "wb"),  # noqa: SIM115 - closed with the process
+            env=env, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115 - closed with the process
             start_new_session=True,
         )
         deadline = time.monotonic() + timeout
