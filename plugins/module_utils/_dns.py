@@ -623,7 +623,7 @@ def switch(provider, desired, expect=None, check_mode=False, wait=False, wait_se
             raise exc
         result["batches"][index].update(info or {})
         result["batches"][index]["status"] = "applied"
-        applied.append(info or {})
+        applied.append(result["batches"][index])
     if expect:
         result["cas"] = "swapped"
     timings["apply"] = round(time.monotonic() - started - timings["read"], 4)

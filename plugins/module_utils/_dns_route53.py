@@ -224,7 +224,7 @@ class Route53Provider(DnsProvider):
         started = time.monotonic()
         info = self._call("change_resource_record_sets", HostedZoneId=self.zone_id,
                           ChangeBatch={"Comment": "cloudphoenix.stack.dns_records", "Changes": actions})["ChangeInfo"]
-        return {"change_id": info["Id"].split("/")[-1], "status": info["Status"], "actions": len(actions),
+        return {"change_id": info["Id"].split("/")[-1], "change_status": info["Status"], "actions": len(actions),
                 "seconds": round(time.monotonic() - started, 4)}
 
     def _planned_batches(self):
@@ -237,7 +237,7 @@ class Route53Provider(DnsProvider):
             delay = 0.2
             while change_id:
                 status = self._call("get_change", Id=change_id)["ChangeInfo"]["Status"]
-                info["status"] = status
+                info["change_status"] = status
                 if status == "INSYNC":
                     break
                 if time.monotonic() + delay > deadline:

@@ -211,7 +211,7 @@ batches:
   returned: success and failure after planning
   type: list
   elements: dict
-  sample: [{"index": 0, "changes": 2, "status": "applied", "change_id": "C2682N5HXP0BZ4"}]
+  sample: [{"index": 0, "changes": 2, "status": "applied", "change_id": "C2682N5HXP0BZ4", "change_status": "INSYNC"}]
 wait:
   description:
     - Per authoritative server, whether it serves the new values (C(in_sync)), polls, and what it serves when not.

@@ -1,0 +1,181 @@
+"""Pure logic of the DNS switch: validation, canonical values, planning, CAS decisions, Route 53 batch limits."""
+
+from __future__ import annotations
+
+import pytest
+from ansible_collections.cloudphoenix.stack.plugins.module_utils import _dns
+from ansible_collections.cloudphoenix.stack.plugins.module_utils._dns_route53 import Route53Provider
+
+ZONE = "phoenix.test"
+
+
+def rec(name: str, values: list[str], rtype: str = "A", ttl: int | None = 5) -> dict:
+    return {"name": name, "type": rtype, "values": values, "ttl": ttl}
+
+
+@pytest.mark.parametrize(("rtype", "given", "canonical"), [
+    ("A", " 127.0.20.1 ", "127.0.20.1"),
+    ("AAAA", "2001:DB8:0:0::1", "2001:db8::1"),
+    ("CNAME", "API.Phoenix.Test", "api.phoenix.test."),
+    ("TXT", "region=east epoch=1", '"region=east epoch=1"'),
+    ("TXT", '"already" "quoted"', '"already" "quoted"'),
+    ("TXT", 'say "hi"', '"say \\"hi\\""'),
+    ("MX", "10 mail.phoenix.test.", "10 mail.phoenix.test."),
+])
+def test_values_are_canonical(rtype: str, given: str, canonical: str) -> None:
+    assert _dns.canonical_value(rtype, given) == canonical
+
+
+def test_long_txt_is_split_into_255_byte_strings() -> None:
+    value = _dns.canonical_value("TXT", "x" * 300)
+    assert value == f'"{"x" * 255}" "{"x" * 45}"'
+
+
+@pytest.mark.parametrize(("record", "message"), [
+    (rec("api.phoenix.test", ["1.2.3.4"], rtype="SPF"), "type 'SPF' is not supported"),
+    (rec("api.phoenix.test", ["1.2.3.4"], ttl=True), "ttl True must be an integer"),
+    (rec("api.phoenix.test", ["1.2.3.4"], ttl="5"), "ttl '5' must be an integer"),
+    (rec("*.x.*.phoenix.test", ["1.2.3.4"]), "'*' only as the first label"),
+    (rec("x" * 60 + "." + "y" * 60 + "." + "z" * 60 + "." + "w" * 60 + ".phoenix.test", ["1.2.3.4"]),
+     "longer than 253"),
+    (rec("api.phoenix.test", ["not an mx"], rtype="MX"), "is not valid MX data"),
+    (rec("phoenix.test.evil", ["1.2.3.4"]), "is not in zone phoenix.test."),
+])
+def test_invalid_records_are_refused(record: dict, message: str) -> None:
+    with pytest.raises(_dns.ValidationError, match=message.replace("*", r"\*").replace("(", r"\(")):
+        _dns.normalize_records([record], ZONE, 300)
+
+
+def test_duplicates_and_empty_lists_are_refused() -> None:
+    with pytest.raises(_dns.ValidationError, match="listed twice"):
+        _dns.normalize_records([rec("api.phoenix.test", ["1.1.1.1"]), rec("API.phoenix.test.", ["2.2.2.2"])], ZONE, 5)
+    with pytest.raises(_dns.ValidationError, match="at least one record"):
+        _dns.normalize_records([], ZONE, 5)
+
+
+def test_default_ttl_absent_state_and_wildcard() -> None:
+    desired = _dns.normalize_records([
+        rec("*.phoenix.test", ["1.1.1.1"], ttl=None),
+        {"name": "old.phoenix.test", "type": "A", "state": "absent"},
+    ], ZONE, 300)
+    assert desired == {("*.phoenix.test.", "A"): rec("*.phoenix.test.", ["1.1.1.1"], ttl=300),
+                       ("old.phoenix.test.", "A"): None}
+
+
+def test_plan_compares_values_as_sets_and_ttl() -> None:
+    current = {("a.phoenix.test.", "A"): rec("a.phoenix.test.", ["1.1.1.1", "2.2.2.2"])}
+    same = {("a.phoenix.test.", "A"): rec("a.phoenix.test.", ["1.1.1.1", "2.2.2.2"])}
+    ttl = {("a.phoenix.test.", "A"): rec("a.phoenix.test.", ["1.1.1.1", "2.2.2.2"], ttl=60)}
+    assert _dns.plan_changes(current, same) == []
+    assert [c["after"]["ttl"] for c in _dns.plan_changes(current, ttl)] == [60]
+    assert _dns.plan_changes({}, {("x.phoenix.test.", "A"): None}) == []  # absent and wanted absent
+
+
+def test_expect_without_ttl_ignores_ttl_and_empty_values_mean_absent() -> None:
+    expect = _dns.normalize_expect([{"name": "a.phoenix.test", "type": "A", "values": ["1.1.1.1"]},
+                                    {"name": "b.phoenix.test", "type": "A", "values": []}], ZONE)
+    current = {("a.phoenix.test.", "A"): rec("a.phoenix.test.", ["1.1.1.1"], ttl=3600), ("b.phoenix.test.", "A"): None}
+    assert _dns.cas_mismatches(current, expect) == []
+    current[("b.phoenix.test.", "A")] = rec("b.phoenix.test.", ["9.9.9.9"])
+    assert _dns.cas_mismatches(current, expect) == [("b.phoenix.test.", "A")]
+
+
+@pytest.mark.parametrize(("text", "parsed"), [
+    ("10.0.0.1", ("10.0.0.1", 53)), ("10.0.0.1:5353", ("10.0.0.1", 5353)), ("[::1]:5353", ("::1", 5353)),
+    ("::1", ("::1", 53)), ("ns1.example.com", ("ns1.example.com", 53)),
+])
+def test_server_strings(text: str, parsed: tuple) -> None:
+    assert _dns.parse_server(text, 53) == parsed
+
+
+@pytest.mark.parametrize("text", ["10.0.0.1:http", "10.0.0.1:70000", ":53"])
+def test_bad_server_strings(text: str) -> None:
+    with pytest.raises(_dns.ValidationError):
+        _dns.parse_server(text, 53)
+
+
+class FakeProvider(_dns.DnsProvider):
+    """In-memory provider: exercises switch()'s decisions; the real providers have integration tests."""
+
+    name = "fake"
+
+    def __init__(self, data: dict) -> None:
+        self.zone = "phoenix.test."
+        self.data = dict(data)
+        self.sent: list = []
+
+    def resolve_zone(self) -> None:
+        return None
+
+    def read(self, keys):
+        return {k: self.data.get(k) for k in keys}
+
+    def apply(self, batch, expect):
+        self.sent.append((batch, expect))
+        for change in batch:
+            self.data[change["key"]] = change["after"]
+        return {}
+
+
+def test_switch_conflict_sends_nothing_and_already_applied_is_not_a_failure() -> None:
+    key = ("_active.phoenix.test.", "TXT")
+    provider = FakeProvider({key: rec(key[0], ['"region=east epoch=1"'], rtype="TXT")})
+    mine = _dns.normalize_records([rec("_active.phoenix.test", ["region=west epoch=2 run=a"], "TXT")], ZONE, 5)
+    expect = _dns.normalize_expect([{"name": "_active.phoenix.test", "type": "TXT", "values": ["region=east epoch=9"]}],
+                                   ZONE)
+    with pytest.raises(_dns.ConflictError, match='is "region=east epoch=1" ttl=5, expected "region=east epoch=9"'):
+        _dns.switch(provider, mine, expect)
+    assert provider.sent == []
+    good = _dns.normalize_expect([{"name": "_active.phoenix.test", "type": "TXT", "values": ["region=east epoch=1"]}],
+                                 ZONE)
+    assert _dns.switch(provider, mine, good, check_mode=True)["cas"] == "matched" and provider.sent == []
+    assert _dns.switch(provider, mine, good)["cas"] == "swapped" and len(provider.sent) == 1
+    again = _dns.switch(provider, mine, good)
+    assert again["cas"] == "already_applied" and not again["changed"] and len(provider.sent) == 1
+
+
+def _route53_plan(count: int, existing: bool, expect_keys: int = 0, allow_split: bool = False):
+    provider = Route53Provider(zone=ZONE, client=object())
+    changes, expect = [], {}
+    for i in range(count):
+        name = f"h{i}.phoenix.test."
+        before = rec(name, [f"10.0.{i // 250}.{i % 250}"]) if existing else None
+        if existing:
+            provider._raw[(name, "A")] = {"Name": name, "Type": "A", "TTL": 5,
+                                          "ResourceRecords": [{"Value": before["values"][0]}]}
+        changes.append({"key": (name, "A"), "before": before, "after": rec(name, [f"10.9.{i // 250}.{i % 250}"])})
+        if i < expect_keys:
+            expect[(name, "A")] = before
+    return provider, provider.plan_batches(changes, expect, allow_split)
+
+
+def test_route53_counts_records_like_route53_does() -> None:
+    # 1000 CREATEs: 1000 ResourceRecord elements, exactly the limit, one batch
+    provider, batches = _route53_plan(1000, existing=False)
+    assert len(batches) == 1 and len(provider._batches[0]) == 1000
+    # 1000 UPSERTs count twice: refused unless split
+    with pytest.raises(_dns.ValidationError, match="2000 ResourceRecord elements of 1000"):
+        _route53_plan(1000, existing=True)
+    provider, batches = _route53_plan(1000, existing=True, allow_split=True)
+    assert [len(b) for b in batches] == [500, 500]
+
+
+def test_route53_guarded_records_go_first_as_delete_plus_create_pairs() -> None:
+    provider, _batches = _route53_plan(700, existing=True, expect_keys=3, allow_split=True)
+    first = provider._batches[0]
+    assert [a["Action"] for a in first[:6]] == ["DELETE", "CREATE"] * 3
+    assert first[0]["ResourceRecordSet"]["Name"] == "h0.phoenix.test"  # exact old rrset, name without the dot
+    assert all(a["Action"] == "UPSERT" for a in first[6:])
+    # a DELETE/CREATE pair is never split across batches
+    for actions in provider._batches:
+        assert actions[0]["Action"] != "CREATE"
+
+
+def test_route53_value_characters_limit() -> None:
+    provider = Route53Provider(zone=ZONE, client=object())
+    big = "x" * 250
+    changes = [{"key": (f"t{i}.phoenix.test.", "TXT"), "before": None,
+                "after": rec(f"t{i}.phoenix.test.", [_dns.canonical_value("TXT", big + str(i))], "TXT")}
+               for i in range(130)]
+    with pytest.raises(_dns.ValidationError, match="value characters of 32000"):
+        provider.plan_batches(changes, {}, False)
