@@ -89,7 +89,7 @@ def _configured_settings(conn) -> dict:
     """Per setting: running value, value the config files ask for, context, pending_restart."""
     rows = fetch_all(conn, "SELECT name, setting, context, pending_restart FROM pg_settings")
     files = fetch_all(conn, "SELECT DISTINCT ON (name) name, setting FROM pg_file_settings "
-                            "WHERE error IS NULL ORDER BY name, seqno DESC")
+                            "WHERE name IS NOT NULL ORDER BY name, seqno DESC")
     configured = {row["name"]: row["setting"] for row in files}
     return {row["name"]: dict(row, configured=configured.get(row["name"], row["setting"])) for row in rows}
 
