@@ -24,6 +24,7 @@ __metaclass__ = type
 import http.client
 import ipaddress
 import json
+import os
 import re
 import socket
 import ssl
@@ -61,6 +62,7 @@ DEFAULTS = {
     "dns_server": None,
     "dns_port": 53,
     "validate_certs": True,
+    "ca_path": None,
     "headers": {},
 }
 
@@ -356,6 +358,12 @@ def build_spec(raw, defaults=None):
         bad("dns_port %d is not a port (1-65535)" % dns_port)
     spec["dns_port"] = dns_port
     spec["validate_certs"] = bool(_pick(raw, defaults, "validate_certs"))
+    ca_path = _pick(raw, defaults, "ca_path")
+    if ca_path is not None:
+        ca_path = str(ca_path)
+        if not os.path.isfile(ca_path) or not os.access(ca_path, os.R_OK):
+            bad("ca_path %s is not a readable file" % ca_path)
+    spec["ca_path"] = ca_path
     return spec, problems
 
 
@@ -424,7 +432,7 @@ class _SNIHTTPSConnection(http.client.HTTPSConnection):
 def _connection(spec, address, timeout):
     if spec["scheme"] == "http":
         return http.client.HTTPConnection(address, spec["port"], timeout=timeout)
-    context = ssl.create_default_context()
+    context = ssl.create_default_context(cafile=spec["ca_path"])
     if not spec["validate_certs"]:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE

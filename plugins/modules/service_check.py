@@ -105,6 +105,9 @@ options:
       validate_certs:
         description: Verify the TLS certificate against the URL's host name.
         type: bool
+      ca_path:
+        description: PEM file of the CA certificates to trust for this endpoint.
+        type: path
   headers:
     description: Headers sent to every endpoint (endpoints may override them).
     type: dict
@@ -135,9 +138,13 @@ options:
     type: int
     default: 53
   validate_certs:
-    description: Verify TLS certificates.
+    description:
+      - Verify TLS certificates, against the URL's host name (also when O(dns_server) gives the address).
     type: bool
     default: true
+  ca_path:
+    description: PEM file of the CA certificates to trust instead of the system's.
+    type: path
   concurrency:
     description: Most endpoints checked at the same time.
     type: int
@@ -331,10 +338,11 @@ ENDPOINT_OPTIONS = dict(
     dns_server=dict(type="str"),
     dns_port=dict(type="int"),
     validate_certs=dict(type="bool"),
+    ca_path=dict(type="path"),
 )
 
 INHERITED = ("headers", "expect_status", "timeout", "deadline", "max_attempts", "dns_server", "dns_port",
-             "validate_certs")
+             "validate_certs", "ca_path")
 
 
 def main():
@@ -350,6 +358,7 @@ def main():
             dns_server=dict(type="str"),
             dns_port=dict(type="int", default=53),
             validate_certs=dict(type="bool", default=True),
+            ca_path=dict(type="path"),
             concurrency=dict(type="int", default=16),
             backoff_base=dict(type="float", default=0.1),
             backoff_max=dict(type="float", default=2.0),

@@ -60,7 +60,7 @@ def test_evaluate_response_accepts_a_matching_answer():
 
 def test_evaluate_response_lists_every_problem():
     s = spec(expect_body_regex="ready", expect_json={"checks.db": True, "n": 1, "gone": None})
-    problems, _ = evaluate_response(s, 503, b'{"checks": {"db": 1}, "n": true}')
+    problems = evaluate_response(s, 503, b'{"checks": {"db": 1}, "n": true}')[0]
     assert problems == [
         "status 503, expected 200",
         "body does not match 'ready'",
@@ -71,7 +71,7 @@ def test_evaluate_response_lists_every_problem():
 
 
 def test_evaluate_response_status_list_message():
-    problems, _ = evaluate_response(spec(expect_status=[200, 201]), 500, b"")
+    problems = evaluate_response(spec(expect_status=[200, 201]), 500, b"")[0]
     assert problems == ["status 500, expected one of 200, 201"]
 
 
@@ -82,7 +82,7 @@ def test_evaluate_response_non_json_body():
 
 
 def test_evaluate_response_capture_needs_the_field():
-    problems, _ = evaluate_response(spec(capture=["id"], expect_status=[201]), 201, b'{"number": 4}')
+    problems = evaluate_response(spec(capture=["id"], expect_status=[201]), 201, b'{"number": 4}')[0]
     assert problems == ["JSON field id to capture is missing"]
 
 

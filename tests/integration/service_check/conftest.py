@@ -23,20 +23,21 @@ class TestServer:
     host: str
     port: int
     token: str
+    scheme: str = "http"
+    ca_file: str | None = None
 
     def url(self, path: str) -> str:
-        return f"http://{self.host}:{self.port}{path}"
+        return f"{self.scheme}://{self.host}:{self.port}{path}"
 
 
-@pytest.fixture(scope="session")
-def http_server() -> Iterator[TestServer]:
-    """gunicorn (1 worker, 32 threads, own control socket disabled) serving app.py."""
+def _gunicorn(*extra: str) -> Iterator[TestServer]:
+    """gunicorn (1 worker, 32 threads, own control socket disabled) serving app.py on a free port."""
     port = free_port()
     log = tempfile.NamedTemporaryFile(prefix="cp-service-check-gunicorn-", suffix=".log", delete=False)  # noqa: SIM115
     proc = subprocess.Popen(
         [str(Path(sys.executable).with_name("gunicorn")), "--no-control-socket", "--chdir", str(HERE),
          "-b", f"127.0.0.1:{port}", "-w", "1", "-k", "gthread", "--threads", "32", "--timeout", "60",
-         "app:app"],
+         *extra, "app:app"],
         stdout=log, stderr=log, env={**os.environ, "SERVICE_CHECK_TEST_TOKEN": TOKEN},
     )
     try:
@@ -51,3 +52,36 @@ def http_server() -> Iterator[TestServer]:
             proc.wait()
         log.close()
         os.unlink(log.name)
+
+
+@pytest.fixture(scope="session")
+def http_server() -> Iterator[TestServer]:
+    """The test app over plain HTTP."""
+    yield from _gunicorn()
+
+
+@pytest.fixture(scope="session")
+def tls_material(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A test CA and a server certificate for *.phoenix.test only (no IP address in it), via openssl."""
+    base = tmp_path_factory.mktemp("service-check-tls")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=base)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=service_check test CA",
+            "-keyout", "ca.key", "-out", "ca.pem")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=*.phoenix.test", "-keyout", "server.key",
+            "-out", "server.csr")
+    (base / "san.ext").write_text("subjectAltName=DNS:*.phoenix.test\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "2", "-extfile", "san.ext", "-out", "server.pem")
+    return {"ca": str(base / "ca.pem"), "cert": str(base / "server.pem"), "key": str(base / "server.key")}
+
+
+@pytest.fixture(scope="session")
+def https_server(tls_material: dict[str, str]) -> Iterator[TestServer]:
+    """The test app over TLS with a certificate for *.phoenix.test signed by the test CA."""
+    for server in _gunicorn("--certfile", tls_material["cert"], "--keyfile", tls_material["key"]):
+        server.scheme = "https"
+        server.ca_file = tls_material["ca"]
+        yield server

@@ -160,7 +160,7 @@ def test_endpoints_are_checked_concurrently(http_server):
     assert not result.failed, result["msg"]
     spans = _get_json(http_server.url(f"/slow-log/{tag}"))
     assert len(spans) == 6
-    assert max(start for start, _ in spans) < min(end for _, end in spans)
+    assert max(span[0] for span in spans) < min(span[1] for span in spans)
 
 
 def test_concurrency_limit_is_honoured(http_server):
@@ -303,3 +303,39 @@ def test_duplicate_names_are_refused(http_server):
                                   {"name": "x", "url": http_server.url("/json")}]})
     assert result.failed
     assert "x: endpoint names must be unique" in result["msg"]
+
+
+def test_https_through_dns_verifies_the_name_not_the_address(https_server, bind_server):
+    """Connects to the address BIND gives, sends SNI and verifies the certificate for the URL's name
+    (the certificate is for *.phoenix.test and holds no IP address)."""
+    name = f"tls-{_tag()}"
+    _set_a(bind_server, name, "127.0.0.1")
+    url = f"https://{name}.{bind_server.zone}:{https_server.port}/host"
+    base = {"dns_server": bind_server.host, "dns_port": bind_server.port, "max_attempts": 1,
+            "ca_path": https_server.ca_file}
+    result = check({**base, "endpoints": [{"name": "tls", "url": url, "capture": ["host"]}]})
+    assert not result.failed, result["msg"]
+    assert result["endpoints"][0]["resolved_address"] == "127.0.0.1"
+    assert result["endpoints"][0]["captured"]["host"] == f"{name}.{bind_server.zone}:{https_server.port}"
+
+    untrusted = check({**base, "max_attempts": None, "ca_path": None, "endpoints": [{"name": "tls", "url": url}]})
+    assert untrusted.failed
+    assert untrusted["endpoints"][0]["attempts"] == 1  # a certificate problem is not retried
+    assert untrusted["endpoints"][0]["error"].startswith(f"TLS certificate rejected for {name}.{bind_server.zone}")
+    assert untrusted["endpoints"][0]["error"].endswith("(not retried)")
+
+
+def test_https_by_address_fails_hostname_check_unless_validation_is_off(https_server):
+    url = https_server.url("/healthz")
+    strict = check({"ca_path": https_server.ca_file, "deadline": 10, "endpoints": [{"name": "ip", "url": url}]})
+    assert strict.failed
+    assert strict["endpoints"][0]["attempts"] == 1
+    assert "TLS certificate rejected for 127.0.0.1" in strict["endpoints"][0]["error"]
+    relaxed = check({"validate_certs": False, "endpoints": [{"name": "ip", "url": url}]})
+    assert not relaxed.failed, relaxed["msg"]
+
+
+def test_missing_ca_file_is_bad_input(http_server):
+    result = check({"ca_path": "/nonexistent/ca.pem", "endpoints": [{"name": "x", "url": http_server.url("/")}]})
+    assert result.failed
+    assert "x: ca_path /nonexistent/ca.pem is not a readable file" in result["msg"]
