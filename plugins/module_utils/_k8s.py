@@ -362,6 +362,18 @@ def workload_problems(spec):
             problems.append("termination_grace_period_seconds (%d) is shorter than prestop_sleep_seconds (%d) + "
                             "graceful_timeout (%d): the kubelet would SIGKILL gunicorn mid-drain"
                             % (grace, sleep, graceful))
+    region = str(spec.get("region") or "")
+    if not re.match(r"^[a-z][a-z0-9-]{0,31}$", region):
+        problems.append("region %r must be a short lower-case name like 'east' (the services reject others)" % region)
+    hosts = spec.get("database_hosts") or []
+    if not hosts:
+        problems.append("database_hosts: at least one PostgreSQL host is required")
+    for host in hosts:
+        if not re.match(r"^[A-Za-z0-9]([-.A-Za-z0-9:]*[A-Za-z0-9])?$", str(host)):
+            problems.append("database_hosts: %r is not a host name or address" % (host,))
+    port = spec.get("database_port")
+    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+        problems.append("database_port %r is not between 1 and 65535" % (port,))
     topology_key = str(spec.get("topology_key") or "")
     if not topology_key:
         problems.append("topology_key must not be empty")
