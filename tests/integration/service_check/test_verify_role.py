@@ -125,3 +125,12 @@ def test_bad_target_is_refused_by_the_argument_spec(inventory, public, http_serv
     assert run.rc != 0
     assert "verify_target" in run.stdout
     assert _orders(http_server) == before
+
+
+def test_headers_never_reach_the_playbook_output(inventory, public, http_server):
+    token = http_server.token
+    extra = {**public, "verify_headers": {"Authorization": token}, "verify_write_read": False}
+    run = run_playbook(PLAYBOOK, "-vvv", inventory=inventory, extra_vars=extra)
+    assert run.rc == 0, run.stdout + run.stderr
+    assert "all 4 endpoints passed" in run.stdout
+    assert token not in run.stdout + run.stderr
