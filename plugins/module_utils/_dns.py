@@ -345,12 +345,51 @@ class Answer:
         self.rrs = rrs
 
 
+def _name_wire(name):
+    """Wire form of a validated absolute name (letters, digits, '-', '_', '*': no escapes needed)."""
+    labels = [label.encode("ascii") for label in name.rstrip(".").split(".")] if name != "." else []
+    return b"".join(struct.pack("!B", len(label)) + label for label in labels) + b"\0"
+
+
 def _query_wire(qid, key):
     name, rtype = key
     # header: id, flags 0 (no RD: we ask authorities), 1 question
-    body = struct.pack("!HHHHHH", qid, 0, 1, 0, 0, 0) + dns.name.from_text(name).to_wire() + struct.pack(
-        "!HH", int(dns.rdatatype.from_text(rtype)), 1)
+    body = struct.pack("!HHHHHH", qid, 0, 1, 0, 0, 0) + _name_wire(name) + struct.pack(
+        "!HH", _rdtype(rtype), 1)
     return struct.pack("!H", len(body)) + body
+
+
+_RDTYPES = {}
+
+
+def _rdtype(text):
+    if text not in _RDTYPES:
+        _RDTYPES[text] = int(dns.rdatatype.from_text(text))
+    return _RDTYPES[text]
+
+
+def _read_name(wire, pos):
+    """(lower-case absolute name text, position after the name), following compression pointers."""
+    labels = []
+    end = None
+    hops = 0
+    while True:
+        length = wire[pos]
+        if length & 0xC0 == 0xC0:
+            if end is None:
+                end = pos + 2
+            pos = ((length & 0x3F) << 8) | wire[pos + 1]
+            hops += 1
+            if hops > 64:
+                raise ValueError("DNS name compression loop")
+            continue
+        if length == 0:
+            pos += 1
+            break
+        labels.append(wire[pos + 1:pos + 1 + length])
+        pos += 1 + length
+    text = b".".join(labels).decode("ascii", "backslashreplace").lower() + "."
+    return text, (end if end is not None else pos)
 
 
 def _parse_answer(wire):
@@ -358,12 +397,10 @@ def _parse_answer(wire):
     qid, flags, qdcount, ancount = struct.unpack("!HHHH", wire[:8])
     current = 12
     for _dummy in range(qdcount):
-        used = dns.name.from_wire(wire, current)[1]
-        current += used + 4
+        current = _read_name(wire, current)[1] + 4
     rrs = []
     for _dummy in range(ancount):
-        name, used = dns.name.from_wire(wire, current)
-        current += used
+        name, current = _read_name(wire, current)
         rdtype, rdclass, ttl, rdlen = struct.unpack("!HHIH", wire[current:current + 10])
         current += 10
         if rdtype == 1 and rdlen == 4:
@@ -439,8 +476,8 @@ def rrset_from_response(key, response, server):
         return None
     if rcode != dns.rcode.NOERROR:
         raise DnsError("%s answered %s for %s" % (server_label(server), dns.rcode.to_text(rcode), key_text(key)))
-    name = dns.name.from_text(key[0])
-    rdtype = int(dns.rdatatype.from_text(key[1]))
+    name = key[0]
+    rdtype = _rdtype(key[1])
     values = set()
     ttl = None
     for rr_name, rr_type, rr_ttl, rdata in response.rrs:
@@ -572,7 +609,6 @@ def switch(provider, desired, expect=None, check_mode=False, wait=False, wait_se
     result = {
         "changed": bool(changes),
         "before": [public(current.get(k), k) for k in desired],
-        "after": [public(desired[k], k) for k in desired],
         "changes": [{"name": c["key"][0].rstrip("."), "type": c["key"][1],
                      "action": "delete" if c["after"] is None else ("create" if c["before"] is None else "update"),
                      "before": describe(c["before"]), "after": describe(c["after"])} for c in changes],

@@ -175,11 +175,6 @@ before:
   type: list
   elements: dict
   sample: [{"name": "api.phoenix.test", "type": "A", "ttl": 5, "values": ["127.0.10.1"], "state": "present"}]
-after:
-  description: The records as wanted (canonical values, TXT quoted).
-  returned: success
-  type: list
-  elements: dict
 changes:
   description: One entry per record that changed (or would change in check mode).
   returned: success
@@ -317,7 +312,7 @@ def main():
             before_header="%s (%s)" % (provider.zone, params["provider"]),
             after_header="%s (%s)" % (provider.zone, params["provider"]),
             before=_dns.zone_lines(_current_of(outcome["before"])),
-            after=_dns.zone_lines(_current_of(outcome["after"])),
+            after=_dns.zone_lines([desired[key] for key in desired]),
         )
     module.exit_json(**result)
 

@@ -1,0 +1,92 @@
+"""Switch 1, 100 and 1000 DNS records with wait=true on BIND (RFC 2136) and on moto (Route 53).
+
+`python -m bench dns` prints a table. Each cell is the median of REPEAT module runs (a real
+process started the way AnsiballZ starts a module: interpreter + imports included), switching
+the records back and forth between the east and west addresses. Target: 1000 records take at
+most 2x the time of 1 record. Servers run on free ports (never the lab's).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from tests.support.ansible import run_module
+from tests.support.bind import BindServer
+from tests.support.moto import MOTO_ENV, MotoServer
+
+SIZES = (1, 100, 1000)
+REPEAT = int(os.environ.get("BENCH_DNS_REPEAT", "5"))
+ZONE = "phoenix.test"
+ADDRESSES = ("127.0.10.1", "127.0.20.1")
+
+
+def _records(count: int, address: str) -> list[dict]:
+    return [{"name": f"h{i}.{ZONE}", "type": "A", "ttl": 5, "values": [address]} for i in range(count)]
+
+
+def _measure(args: dict, count: int) -> dict:
+    walls, inside, batches = [], [], 0
+    assert not run_module("dns_records", {**args, "records": _records(count, ADDRESSES[0])}).failed  # set up
+    for round_no in range(REPEAT):
+        address = ADDRESSES[(round_no + 1) % 2]
+        started = time.monotonic()
+        result = run_module("dns_records", {**args, "records": _records(count, address), "wait": True})
+        walls.append(time.monotonic() - started)
+        if result.failed or not result.changed:
+            raise RuntimeError(f"switch failed: {result.get('msg')}")
+        inside.append(result["timings"]["total"])
+        batches = len(result["batches"])
+    return {"wall": statistics.median(walls), "inside": statistics.median(inside), "batches": batches}
+
+
+def _bind_rows() -> list[tuple]:
+    rows = []
+    server = BindServer(base_dir=Path(tempfile.mkdtemp(prefix="cp-bench-bind-", dir="/tmp"))).start()
+    try:
+        args = {"provider": "rfc2136", "server": server.host, "port": server.port, "zone": ZONE,
+                "key_name": server.key_name, "key_secret": server.secret}
+        for count in SIZES:
+            rows.append(("BIND 9 (rfc2136)", count, _measure(args, count)))
+    finally:
+        server.destroy()
+    return rows
+
+
+def _moto_rows() -> list[tuple]:
+    rows = []
+    os.environ.update(MOTO_ENV)
+    server = MotoServer().start()
+    try:
+        server.client("route53").create_hosted_zone(Name=ZONE, CallerReference="bench")
+        # switching existing single-value records is an UPSERT: counted twice against Route 53's limit
+        # of 1000 ResourceRecord elements per batch, so 1000 records need allow_split (2 batches)
+        args = {"provider": "route53", "zone": ZONE, "endpoint_url": server.endpoint_url, "allow_split": True}
+        for count in SIZES:
+            rows.append(("moto (route53)", count, _measure(args, count)))
+    finally:
+        server.stop()
+    return rows
+
+
+def run() -> None:
+    rows = _bind_rows() + _moto_rows()
+    print(f"switch N A records with wait=true, median of {REPEAT} module runs (process start included)")
+    print(f"{'provider':<18} {'records':>7} {'module s':>9} {'in-module s':>12} {'batches':>8} {'x of 1':>7}")
+    base = {}
+    for provider, count, figures in rows:
+        base.setdefault(provider, figures["wall"])
+        ratio = figures["wall"] / base[provider]
+        print(f"{provider:<18} {count:>7} {figures['wall']:>9.3f} {figures['inside']:>12.3f} "
+              f"{figures['batches']:>8} {ratio:>7.2f}")
+    for provider in base:
+        thousand = next(f for p, c, f in rows if p == provider and c == 1000)
+        verdict = "met" if thousand["wall"] <= 2 * base[provider] else "NOT met"
+        print(f"target 1000 <= 2 x 1 on {provider}: {verdict}")
+
+
+if __name__ == "__main__":
+    run()
