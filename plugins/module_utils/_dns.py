@@ -649,6 +649,11 @@ def switch(provider, desired, expect=None, check_mode=False, wait=False, wait_se
                     raise
             else:
                 result["batches"][index]["status"] = "conflict"
+                try:  # say what is there now (best effort: the conflict is the news)
+                    now = provider.read(keys)
+                    exc.details.setdefault("current", [public(now.get(k), k) for k in keys])
+                except (DnsError, OSError):
+                    pass
                 _annotate_partial(exc, result, index)
                 raise
         except (DnsError, RetryBudgetExceeded) as exc:
@@ -665,10 +670,16 @@ def switch(provider, desired, expect=None, check_mode=False, wait=False, wait_se
     timings["apply"] = round(time.monotonic() - started - timings["read"], 4)
     if wait:
         deadline = started + wait_timeout
-        provider.wait_synced(applied, deadline)
-        servers = wait_servers if wait_servers else provider.authoritative_servers(deadline)
-        if servers:
-            result["wait"] = wait_for_servers(servers, desired, provider.zone, deadline)
+        try:
+            provider.wait_synced(applied, deadline)
+            servers = wait_servers if wait_servers else provider.authoritative_servers(deadline)
+            if servers:
+                result["wait"] = wait_for_servers(servers, desired, provider.zone, deadline)
+        except DnsError as exc:
+            # the change is in place; the caller still needs `before` to roll back
+            for name in ("before", "changes", "batches", "cas"):
+                exc.details.setdefault(name, result[name])
+            raise
         timings["wait"] = round(time.monotonic() - started - timings["read"] - timings["apply"], 4)
     timings["total"] = round(time.monotonic() - started, 4)
     return result
@@ -676,6 +687,7 @@ def switch(provider, desired, expect=None, check_mode=False, wait=False, wait_se
 
 def _annotate_partial(exc, result, index):
     exc.details.setdefault("batches", result["batches"])
+    exc.details.setdefault("before", result["before"])
     if index:
         exc.msg = "%s (batches 0..%d were applied; batch %d and later were not)" % (exc.msg, index - 1, index)
         exc.args = (exc.msg,)

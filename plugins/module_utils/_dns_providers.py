@@ -23,6 +23,7 @@ def _route53():
 
     return _dns_route53
 
+
 RFC2136_ONLY = ("server", "key_name", "key_secret")
 ROUTE53_ONLY = ("hosted_zone_id", "endpoint_url", "access_key", "secret_key", "session_token", "profile")
 

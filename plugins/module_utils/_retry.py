@@ -56,7 +56,7 @@ def call_with_retries(func, is_transient, timeout=30.0, max_attempts=None, base=
             delay = next(delays)
             out_of_attempts = max_attempts is not None and attempts >= max_attempts
             if out_of_attempts or elapsed + delay > timeout:
-                raise RetryBudgetExceeded(attempts, elapsed, exc)
+                raise RetryBudgetExceeded(attempts, elapsed, exc) from exc
             if on_retry is not None:
                 on_retry(attempts, exc, delay)
             sleep(delay)

@@ -171,7 +171,7 @@ before:
   description:
     - Every record in O(records) as it was before the call, in the O(records) format (absent ones have
       C(state=absent)), ready to be passed back as O(records) to roll back, or as O(expect).
-  returned: success, and on a compare-and-swap conflict
+  returned: success, and on failures after the read (conflict, wait timeout, failed batch)
   type: list
   elements: dict
   sample: [{"name": "api.phoenix.test", "type": "A", "ttl": 5, "values": ["127.0.10.1"], "state": "present"}]
@@ -298,6 +298,8 @@ def main():
     except _dns.DnsError as exc:
         applied = [b for b in exc.details.get("batches", []) if b.get("status") == "applied"]
         result.update(zone=provider.zone, changed=bool(applied), **exc.details)
+        if "cas" in exc.details:  # raised while waiting: the change itself is in place
+            module.fail_json(msg="the change was applied, but waiting failed: " + exc.msg, **result)
         module.fail_json(msg=exc.msg, **result)
     except _dns.RetryBudgetExceeded as exc:
         result.update(zone=provider.zone)

@@ -139,6 +139,7 @@ def test_two_concurrent_cas_calls_exactly_one_wins(lab_bind: BindServer) -> None
         losers = [t for t in tokens if results[t].failed]
         assert len(winners) == 1 and len(losers) == 1, {t: results[t].result for t in tokens}
         assert results[losers[0]]["conflict"] is True and not results[losers[0]].changed
+        assert results[losers[0]]["current"][0]["values"] == [f'"{winners[0]}"']
         assert served(lab_bind, ACTIVE, "TXT") == (5, [f'"{winners[0]}"'])
         current = winners[0]
 
@@ -324,3 +325,14 @@ def test_tsig_secret_never_printed(lab_bind: BindServer) -> None:
     for run in runs:
         assert lab_bind.secret not in run.stdout + run.stderr
         assert run["invocation"]["module_args"]["key_secret"] == "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
+
+
+def test_wait_failure_still_returns_before_for_rollback(lab_bind: BindServer) -> None:
+    from tests.support.net import free_port
+
+    result = run_module("dns_records", rfc_args(lab_bind, records=switch_args(WEST), wait=True,
+                                                wait_servers=[f"127.0.0.1:{free_port()}"], wait_timeout=0.5))
+    assert result.failed and result.changed
+    assert result["before"][0] == {"name": f"api.{ZONE}", "type": "A", "ttl": 5, "values": [EAST], "state": "present"}
+    assert run_module("dns_records", rfc_args(lab_bind, records=result["before"])).changed
+    assert served(lab_bind, f"api.{ZONE}") == (5, [EAST])
