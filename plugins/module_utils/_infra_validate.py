@@ -203,14 +203,38 @@ def check_teardown(specs, allow_protected_delete):
     return errors
 
 
+def normalize_current(raw):
+    """Shape raw *_info results into what find_replacements compares.
+
+    `raw` = {"vpcs": ec2_vpc_net_info.vpcs, "subnets": ec2_vpc_subnet_info.subnets,
+             "db_instances": rds_instance_info.instances}; missing keys mean "nothing found".
+    Subnets are named by their `cloudphoenix:subnet` tag.
+    """
+    raw = raw or {}
+    vpcs = raw.get("vpcs") or []
+    vpc = {"cidr_block": vpcs[0].get("cidr_block")} if vpcs else None
+    subnets = []
+    for subnet in raw.get("subnets") or []:
+        tags = subnet.get("tags") or {}
+        subnets.append({"id": subnet.get("subnet_id") or subnet.get("id"), "name": tags.get("cloudphoenix:subnet"),
+                        "cidr": subnet.get("cidr_block"), "az": subnet.get("availability_zone")})
+    instances = raw.get("db_instances") or []
+    db = None
+    if instances:
+        instance = instances[0]
+        db = {"engine": instance.get("engine"), "master_username": instance.get("master_username"),
+              "storage_encrypted": instance.get("storage_encrypted"), "db_name": instance.get("db_name")}
+    return {"vpc": vpc, "subnets": subnets, "db": db}
+
+
 def find_replacements(spec, current):
     """Compare one region's desired spec with what discovery found.
 
     `current` = {"vpc": {"cidr_block": ...} | None,
                  "subnets": [{"id", "name", "cidr", "az"}],
                  "db": {"engine", "master_username", "storage_encrypted", "db_name"} | None}
-    Returns a list of {"resource", "name", "property", "current", "desired"} and the ids of
-    subnets that a create-before-destroy replacement removes once the new ones are wired up.
+    Returns a list of {"resource", "name", "property", "current", "desired"} and the subnets
+    ({"id", "cidr"}) that create-before-destroy removes once the new ones are wired up.
     """
     current = current or {}
     replacements = []
@@ -229,7 +253,7 @@ def find_replacements(spec, current):
                     replacements.append({"resource": "subnet", "name": existing.get("name"), "property": prop,
                                          "current": existing.get(prop), "desired": wanted.get(prop)})
         if existing.get("cidr") not in desired_cidrs:
-            retired_subnets.append(existing.get("id"))
+            retired_subnets.append({"id": existing.get("id"), "cidr": existing.get("cidr")})
     db = current.get("db")
     desired_db = spec.get("db") or {}
     if db:

@@ -93,9 +93,10 @@ options:
     default: false
   current:
     description:
-      - What read-only discovery found, keyed by region name; each value has the keys C(vpc)
-        (C(cidr_block)), C(subnets) (list of C(id), C(name), C(cidr), C(az)) and C(db)
-        (C(engine), C(master_username), C(storage_encrypted), C(db_name)).
+      - What read-only discovery found, keyed by region name; each value has the keys C(vpcs)
+        (the C(vpcs) result of M(amazon.aws.ec2_vpc_net_info)), C(subnets) (the C(subnets) result of
+        M(amazon.aws.ec2_vpc_subnet_info), named by their C(cloudphoenix:subnet) tag) and
+        C(db_instances) (the C(instances) result of M(amazon.aws.rds_instance_info)).
       - When omitted, no replacement check is done.
     type: dict
 """
@@ -129,10 +130,10 @@ replacements:
   elements: dict
   sample: [{resource: subnet, name: private-a, property: cidr, current: 10.10.1.0/24, desired: 10.10.3.0/24}]
 retired_subnets:
-  description: Per region, ids of stack subnets that are no longer wanted (removed after their replacements are wired up).
+  description: Per region, stack subnets no longer wanted (removed after their replacements are wired up).
   returned: always
   type: dict
-  sample: {east: [subnet-0123]}
+  sample: {east: [{id: subnet-0123, cidr: 10.10.9.0/24}]}
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -141,6 +142,7 @@ from ansible_collections.cloudphoenix.stack.plugins.module_utils._infra_validate
     check_replacements,
     check_teardown,
     find_replacements,
+    normalize_current,
     validate_stack,
 )
 
@@ -176,7 +178,7 @@ def main():
     retired = {}
     if params["current"] is not None and not errors and params["state"] == "present":
         for spec in specs:
-            found, retired_ids = find_replacements(spec, params["current"].get(spec["name"]))
+            found, retired_ids = find_replacements(spec, normalize_current(params["current"].get(spec["name"])))
             errors.extend(check_replacements(spec, found, params["allow_replacement"]))
             replacements.extend(found)
             retired[spec["name"]] = retired_ids

@@ -10,6 +10,7 @@ from ansible_collections.cloudphoenix.stack.plugins.module_utils._infra_validate
     check_replacements,
     check_teardown,
     find_replacements,
+    normalize_current,
     parse_engine_version,
     validate_region,
     validate_stack,
@@ -170,7 +171,7 @@ def test_find_replacements_subnet_cidr_change_and_retired_subnet():
     replacements, retired = find_replacements(spec, current)
     assert replacements == [{"resource": "subnet", "name": "private-a", "property": "cidr",
                              "current": "10.10.9.0/24", "desired": "10.10.1.0/24"}]
-    assert retired == ["subnet-2"]
+    assert retired == [{"id": "subnet-2", "cidr": "10.10.9.0/24"}]
     errors = check_replacements(spec, replacements, allow_replacement=False)
     assert len(errors) == 1
     assert "refused in production unless aws_infra_allow_replacement=true" in errors[0]
@@ -195,3 +196,19 @@ def test_vpc_and_db_replacements_are_never_automated():
 
 def test_nothing_current_means_no_replacement():
     assert find_replacements(region(), None) == ([], [])
+
+
+def test_normalize_current_from_info_module_results():
+    raw = {
+        "vpcs": [{"id": "vpc-1", "cidr_block": "10.10.0.0/16"}],
+        "subnets": [{"subnet_id": "subnet-1", "cidr_block": "10.10.1.0/24", "availability_zone": "us-east-1a",
+                     "tags": {"cloudphoenix:subnet": "private-a", "Name": "x"}}],
+        "db_instances": [{"engine": "postgres", "master_username": "phoenix", "storage_encrypted": True,
+                          "db_name": "phoenix"}],
+    }
+    assert normalize_current(raw) == {
+        "vpc": {"cidr_block": "10.10.0.0/16"},
+        "subnets": [{"id": "subnet-1", "name": "private-a", "cidr": "10.10.1.0/24", "az": "us-east-1a"}],
+        "db": {"engine": "postgres", "master_username": "phoenix", "storage_encrypted": True, "db_name": "phoenix"},
+    }
+    assert normalize_current({}) == {"vpc": None, "subnets": [], "db": None}
