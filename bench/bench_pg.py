@@ -54,7 +54,8 @@ def _round(index: int) -> dict:
         wait_until(lambda: east.query("SELECT count(*) FROM t WHERE x = 'east-diverged'") == [(0,)],
                    message="divergent row gone")
         return {"promote_wall": promote_wall, "to_writable": promoted["seconds_to_writable"],
-                "rejoin_wall": rejoin_wall}
+                "rejoin_wall": rejoin_wall, "rejoin_phases": rejoined["timings"],
+                "copied_kb": rejoined.get("rewind_copied_kb")}
     finally:
         east.destroy()
         west.destroy()
@@ -66,7 +67,8 @@ def run() -> None:
     for index, figures in enumerate(results, 1):
         print(f"round {index}: promote call->writable {figures['promote_wall']:.3f} s "
               f"(in-module {figures['to_writable']:.3f} s); "
-              f"rewind+rejoin->streaming {figures['rejoin_wall']:.3f} s", flush=True)
+              f"rewind+rejoin->streaming {figures['rejoin_wall']:.3f} s "
+              f"(phases {figures['rejoin_phases']}, pg_rewind copied {figures['copied_kb']} kB)", flush=True)
     for key, label, target in (("promote_wall", "promote call->writable (wall)", 1.0),
                                ("to_writable", "promote seconds_to_writable (in-module)", 1.0),
                                ("rejoin_wall", "rewind+rejoin->streaming (wall)", 3.0)):

@@ -50,7 +50,7 @@ class PgError(Exception):
 def lsn_to_int(lsn: str | None) -> int | None:
     if not lsn:
         return None
-    high, _, low = str(lsn).partition("/")
+    high, low = str(lsn).split("/", 1)
     return (int(high, 16) << 32) + int(low, 16)
 
 

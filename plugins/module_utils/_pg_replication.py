@@ -292,8 +292,23 @@ def _stop_for_change(node: Node, timeout: int) -> None:
         raise PgError("could not stop %s; server log: %s" % (node.what(), node.tail_log()))
 
 
+class PhaseClock:
+    """Seconds spent per phase, returned as `timings` so the runbook can report where time went."""
+
+    def __init__(self) -> None:
+        self.timings: dict = {}
+        self._mark = time.monotonic()
+
+    def lap(self, phase: str) -> None:
+        now = time.monotonic()
+        self.timings[phase] = round(self.timings.get(phase, 0.0) + now - self._mark, 3)
+        self._mark = now
+
+
 def ensure_standby(node: Node, opts: dict, check_mode: bool) -> dict:
     out = Outcome()
+    clock = PhaseClock()
+    out.extra["timings"] = clock.timings
     _validate_slot(opts.get("slot_name"), "slot_name")
     passfile = opts.get("passfile") or _default_passfile(node)
     application_name = opts.get("application_name") or opts.get("slot_name") or "standby"
@@ -366,6 +381,7 @@ def ensure_standby(node: Node, opts: dict, check_mode: bool) -> dict:
         if upstream.rewind_source_state(opts["rewind_user"], opts.get("rewind_password"))["in_recovery"]:
             raise PgError("rewind source %s is in recovery: refusing to rewind onto a standby" % upstream.what())
 
+    clock.lap("checks")
     # -- act (or plan, in check mode)
     if passfile_text is not None and passfile_needs_update(passfile, passfile_text):
         out.act("write passfile %s (0600, owner %s)" % (passfile, node.os_user))
@@ -382,8 +398,11 @@ def ensure_standby(node: Node, opts: dict, check_mode: bool) -> dict:
         out.act("stop and pg_rewind %s onto %s" % (node.data_dir, upstream.what()))
         if not check_mode:
             _stop_for_change(node, timeout)
+            clock.lap("stop")
             upstream.rewind_source_state(opts["rewind_user"], opts.get("rewind_password"), checkpoint=True)
-            out.extra["rewind"] = _rewind(node, upstream, opts, passfile)
+            clock.lap("source_checkpoint")
+            out.extra["rewind"] = _rewind(node, upstream, opts, passfile, out.extra)
+            clock.lap("pg_rewind")
             running = False
     if plan in ("clone", "rewind") or (plan in ("reconfigure", "start") and not running):
         if plan == "reconfigure":
@@ -406,9 +425,12 @@ def ensure_standby(node: Node, opts: dict, check_mode: bool) -> dict:
     if not running:
         out.act("start %s" % node.what())
         if not check_mode:
+            clock.lap("configure")
             node.start(timeout)
+            clock.lap("start")
     if not check_mode:
         status = _wait_streaming(node, timeout, timeline=source["timeline"])
+        clock.lap("streaming")
         out.extra["timeline"] = status["timeline"]
     out.extra["plan"] = plan or "none"
     return out.as_dict()
@@ -433,15 +455,18 @@ def _clone(node: Node, upstream: Upstream, passfile: str, slot: str, layout: str
         raise PgError("pg_basebackup from %s failed: %s" % (upstream.what(), (err or out).strip()))
 
 
-def _rewind(node: Node, upstream: Upstream, opts: dict, passfile: str) -> str:
+def _rewind(node: Node, upstream: Upstream, opts: dict, passfile: str, out_facts: dict) -> str:
     source = build_conninfo({"host": upstream.host, "port": upstream.port, "user": opts["rewind_user"],
                              "dbname": "postgres", "passfile": passfile, "connect_timeout": upstream.connect_timeout})
-    rc, out, err = run_as(node.os_user, [node.binary("pg_rewind"), "-D", node.data_dir, "--source-server", source],
-                          timeout=max(opts.get("wait_timeout") or 60, 600))
+    argv = [node.binary("pg_rewind"), "-D", node.data_dir, "--source-server", source, "--progress"]
+    rc, out, err = run_as(node.os_user, argv, timeout=max(opts.get("wait_timeout") or 60, 600))
     text = (out + err).strip()
     if rc != 0:
         raise PgError("pg_rewind of %s onto %s failed: %s; if it cannot be rewound, re-clone it (empty data_dir "
                       "and run state=standby again)" % (node.data_dir, upstream.what(), text))
+    copied = re.findall(r"(\d+)/(\d+) kB \(100%\) copied", text)
+    if copied:
+        out_facts["rewind_copied_kb"] = int(copied[-1][1])
     return "not_required" if "no rewind required" in text else "done"
 
 

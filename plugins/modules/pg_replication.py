@@ -142,9 +142,9 @@ options:
   primary_lsn:
     description:
       - V(promoted) - newest WAL position of the old primary known to the caller (for example
-        RV(pg_replication_info#module:lsn) from a preflight). The lag guard uses the newest of this, the
-        primary itself (probed over the replication protocol with the standby's own conninfo) and what
-        the standby's WAL receiver last heard.
+        RV(cloudphoenix.stack.pg_replication_info#module:lsn) from a preflight).
+      - The lag guard uses the newest of this, the primary itself (probed over the replication protocol
+        with the standby's own conninfo) and what the standby's WAL receiver last heard.
     type: str
   primary_probe_timeout:
     description:
@@ -226,6 +226,16 @@ rewind:
   description: V(standby) - V(done) or V(not_required) (C(pg_rewind) found no divergence).
   returned: when pg_rewind ran
   type: str
+rewind_copied_kb:
+  description: V(standby) - kilobytes C(pg_rewind) copied from the source.
+  returned: when pg_rewind rewound the node
+  type: int
+timings:
+  description:
+    - V(standby) - seconds per phase (checks, stop, source_checkpoint, pg_rewind, configure, start, streaming).
+  returned: state is standby
+  type: dict
+  sample: {"checks": 0.05, "pg_rewind": 0.6, "start": 0.3, "streaming": 0.1}
 restart_required:
   description: V(primary) - settings that only take effect after a server restart.
   returned: state is primary
@@ -280,7 +290,7 @@ info:
   description:
     - The node after the run, as M(cloudphoenix.stack.pg_replication_info) returns it (role, in_recovery,
       timeline, lsn, current_lsn, receive_lsn, replay_lsn, lag_bytes, lag_seconds, streaming, standbys, slots).
-    - RV(info.reachable) is false for a stopped node.
+    - Its C(reachable) is false for a stopped node.
   returned: always
   type: dict
 role:
