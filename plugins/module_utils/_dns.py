@@ -496,6 +496,9 @@ def read_from_server(server, keys, timeout=QUERY_TIMEOUT):
 
 def soa_serial(server, zone, timeout=QUERY_TIMEOUT):
     response = query_many(server, [(zone, "SOA")], timeout=timeout)[(zone, "SOA")]
+    if response.rcode == dns.rcode.SERVFAIL:  # e.g. zone not loaded (yet): worth another try
+        raise TransientError("%s answered SERVFAIL for zone %s" % (server_label(server), zone),
+                             server=server_label(server), rcode="SERVFAIL")
     if response.rcode != dns.rcode.NOERROR or not response.aa:
         raise DnsError("%s does not serve zone %s (rcode %s%s)"
                        % (server_label(server), zone, dns.rcode.to_text(response.rcode),
@@ -519,7 +522,8 @@ def survey(servers, keys, zone, timeout=QUERY_TIMEOUT):
             entry["reachable"] = True
             entry["records"] = read_from_server(server, keys, timeout=timeout)
         except DnsError as exc:
-            entry["reachable"] = entry["soa_serial"] is not None or not isinstance(exc, TransientError)
+            answered = not isinstance(exc, TransientError) or exc.details.get("rcode") == "SERVFAIL"
+            entry["reachable"] = entry["soa_serial"] is not None or answered
             entry["error"] = exc.msg
         except Exception as exc:  # noqa: BLE001 - reported per server, never fatal
             entry["error"] = "%s: %s" % (type(exc).__name__, exc)

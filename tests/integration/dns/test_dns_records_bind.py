@@ -217,10 +217,11 @@ def test_unknown_tsig_key_name_is_refused(lab_bind: BindServer) -> None:
 def test_unsigned_update_is_refused(lab_bind: BindServer) -> None:
     args = rfc_args(lab_bind, records=switch_args(WEST))
     del args["key_name"], args["key_secret"]
+    started = time.monotonic()
     result = run_module("dns_records", args)
     assert result.failed and not result.changed
     assert "REFUSED" in result["msg"] and "unsigned" in result["msg"]
-    assert result["retries"] == [] if "retries" in result.result else True
+    assert time.monotonic() - started < 10  # refused at once, not retried for the 30 s budget
     assert served(lab_bind, f"api.{ZONE}") == (5, [EAST])
 
 
@@ -336,3 +337,40 @@ def test_wait_failure_still_returns_before_for_rollback(lab_bind: BindServer) ->
     assert result["before"][0] == {"name": f"api.{ZONE}", "type": "A", "ttl": 5, "values": [EAST], "state": "present"}
     assert run_module("dns_records", rfc_args(lab_bind, records=result["before"])).changed
     assert served(lab_bind, f"api.{ZONE}") == (5, [EAST])
+
+
+def test_hmac_sha512_key(tmp_path) -> None:
+    import tempfile
+    from pathlib import Path
+
+    server = BindServer(base_dir=Path(tempfile.mkdtemp(prefix="cp-bind-512-", dir="/tmp")), records=LAB_RECORDS,
+                        key_algorithm="hmac-sha512")
+    server.start()
+    try:
+        args = rfc_args(server, records=switch_args(WEST))
+        assert run_module("dns_records", {**args, "key_algorithm": "hmac-sha256"}).failed  # wrong algorithm
+        result = run_module("dns_records", {**args, "key_algorithm": "hmac-sha512"})
+        assert not result.failed and result.changed
+        assert served(server, f"api.{ZONE}") == (5, [WEST])
+    finally:
+        server.destroy()
+
+
+def test_servfail_is_retried_then_fails_within_the_timeout() -> None:
+    """A zone file that does not load: named answers SERVFAIL for the zone (a real SERVFAIL, not a mock)."""
+    import tempfile
+    from pathlib import Path
+
+    broken = BindServer(base_dir=Path(tempfile.mkdtemp(prefix="cp-bind-broken-", dir="/tmp")),
+                        records="api IN A not-an-address\n")
+    broken.start()
+    try:
+        started = time.monotonic()
+        result = run_module("dns_records", rfc_args(broken, records=switch_args(WEST), timeout=1.5))
+        elapsed = time.monotonic() - started
+    finally:
+        broken.destroy()
+    assert result.failed and not result.changed
+    assert "SERVFAIL" in result["msg"] and "within timeout=1.5s" in result["msg"]
+    assert int(result["msg"].split("gave up after ")[1].split(" ")[0]) > 1
+    assert elapsed < 1.5 + 3
