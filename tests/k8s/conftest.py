@@ -6,6 +6,7 @@ roles write with k8s_*_render_dir; test_live.py covers a real cluster when KUBEC
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,8 +30,9 @@ def load_dir(path: Path) -> list[tuple[Path, dict]]:
 
 
 def render(dest: Path, *extra_args: str, extra_vars: dict | None = None) -> PlaybookRun:
-    return run_playbook(RENDER_PLAYBOOK, "-e", f"@{PRODUCTION_VARS}", *extra_args,
-                        extra_vars={"k8s_render_dir": str(dest), **(extra_vars or {})})
+    """Render PRODUCTION_VARS, then `extra_vars` (a later -e wins), to `dest`."""
+    overrides = json.dumps({"k8s_render_dir": str(dest), **(extra_vars or {})})
+    return run_playbook(RENDER_PLAYBOOK, "-e", f"@{PRODUCTION_VARS}", "-e", overrides, *extra_args)
 
 
 @pytest.fixture(scope="session")
