@@ -118,13 +118,13 @@ class Rfc2136Provider(DnsProvider):
             if not in_zone(change["key"][0], self.zone):
                 raise ValidationError("%s is not in zone %s" % (key_text(change["key"]), self.zone))
         update = self.build_update(changes, expect)
-        wire = update.to_wire()  # signed; reused by the first send (a retry signs afresh)
-        self._prepared = (id(changes), update, wire)
-        size = len(wire)
-        if size > MAX_MESSAGE:
+        try:
+            wire = update.to_wire()  # signed; reused by the first send (a retry signs afresh)
+        except dns.exception.TooBig:
             raise ValidationError(
-                "the change needs an UPDATE message of %d bytes, over the %d-byte DNS limit: it cannot be "
-                "applied atomically; send fewer records per call" % (size, MAX_MESSAGE))
+                "the change (%d records) needs an UPDATE message over the %d-byte DNS limit: it cannot be "
+                "applied atomically; send fewer records per call" % (len(changes), MAX_MESSAGE)) from None
+        self._prepared = (id(changes), update, wire)
         return [changes]
 
     def apply(self, batch, expect):

@@ -179,3 +179,62 @@ def test_route53_value_characters_limit() -> None:
                for i in range(130)]
     with pytest.raises(_dns.ValidationError, match="value characters of 32000"):
         provider.plan_batches(changes, {}, False)
+
+
+def _wire_response(qname: str, rtype: str, answers: list[tuple[str, str, int, str]], aa: bool = True,
+                   rcode: int = 0) -> bytes:
+    import dns.flags
+    import dns.message
+    import dns.rrset
+
+    query = dns.message.make_query(qname, rtype)
+    response = dns.message.make_response(query)
+    if aa:
+        response.flags |= dns.flags.AA
+    response.set_rcode(rcode)
+    for name, atype, ttl, value in answers:
+        response.answer.append(dns.rrset.from_text(name, ttl, "IN", atype, value))
+    return response.to_wire()
+
+
+def test_own_answer_parser_follows_compression_and_matches_the_exact_owner() -> None:
+    """The light parser used for 1000s of queries agrees with dnspython on a CNAME chain."""
+    wire = _wire_response("www.phoenix.test.", "A", [("www.phoenix.test.", "CNAME", 5, "api.phoenix.test."),
+                                                      ("api.phoenix.test.", "A", 7, "127.0.20.1")])
+    _, answer = _dns._parse_answer(wire)
+    server = ("127.0.0.1", 53)
+    # the A record belongs to api, not www: www has no A record of its own
+    assert _dns.rrset_from_response(("www.phoenix.test.", "A"), answer, server) is None
+    assert [(n, t) for n, t, _, _ in answer.rrs] == [("www.phoenix.test.", 5), ("api.phoenix.test.", 1)]
+    wire = _wire_response("t.phoenix.test.", "TXT", [("t.phoenix.test.", "TXT", 5, '"b" "c"'),
+                                                      ("t.phoenix.test.", "TXT", 5, '"a"')])
+    _, answer = _dns._parse_answer(wire)
+    assert _dns.rrset_from_response(("t.phoenix.test.", "TXT"), answer, server) == {
+        "name": "t.phoenix.test.", "type": "TXT", "ttl": 5, "values": ['"a"', '"b" "c"']}
+
+
+def test_answers_without_authority_or_refused_mean_zone_not_served() -> None:
+    server = ("127.0.0.1", 53)
+    for wire in (_wire_response("a.phoenix.test.", "A", [], aa=False), _wire_response("a.phoenix.test.", "A", [],
+                                                                                      rcode=5)):
+        with pytest.raises(_dns.DnsError, match="zone not served there"):
+            _dns.rrset_from_response(("a.phoenix.test.", "A"), _dns._parse_answer(wire)[1], server)
+    with pytest.raises(_dns.TransientError, match="SERVFAIL"):
+        _dns.rrset_from_response(("a.phoenix.test.", "A"),
+                                 _dns._parse_answer(_wire_response("a.phoenix.test.", "A", [], rcode=2))[1], server)
+    nxdomain = _dns._parse_answer(_wire_response("a.phoenix.test.", "A", [], rcode=3))[1]
+    assert _dns.rrset_from_response(("a.phoenix.test.", "A"), nxdomain, server) is None
+
+
+def test_rfc2136_change_over_one_message_is_refused_before_sending() -> None:
+    import base64
+
+    from ansible_collections.cloudphoenix.stack.plugins.module_utils._dns_rfc2136 import Rfc2136Provider
+
+    provider = Rfc2136Provider("127.0.0.1", 9, ZONE, "k", base64.b64encode(b"0" * 32).decode())
+    long_label = "x" * 60
+    changes = [{"key": (f"{long_label}.{i}.phoenix.test.", "A"), "before": None,
+                "after": rec(f"{long_label}.{i}.phoenix.test.", ["10.0.0.1"])} for i in range(1200)]
+    message = r"change \(1200 records\) needs an UPDATE message over the 65535-byte DNS limit"
+    with pytest.raises(_dns.ValidationError, match=message):
+        provider.plan_batches(changes, {}, False)
