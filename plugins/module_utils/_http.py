@@ -63,6 +63,7 @@ DEFAULTS = {
     "dns_port": 53,
     "validate_certs": True,
     "ca_path": None,
+    "expect_address": None,
     "headers": {},
 }
 
@@ -364,6 +365,17 @@ def build_spec(raw, defaults=None):
         if not os.path.isfile(ca_path) or not os.access(ca_path, os.R_OK):
             bad("ca_path %s is not a readable file" % ca_path)
     spec["ca_path"] = ca_path
+
+    expect_address = _pick(raw, defaults, "expect_address")
+    if isinstance(expect_address, str):
+        expect_address = [expect_address]
+    clean_addresses = []
+    for item in expect_address or []:
+        try:
+            clean_addresses.append(str(ipaddress.ip_address(str(item))))
+        except ValueError:
+            bad("expect_address %r is not an IP address" % (item,))
+    spec["expect_address"] = clean_addresses
     return spec, problems
 
 
@@ -417,6 +429,16 @@ def resolve(host, server, port, timeout):
     raise AttemptFailed("DNS: %s has no A/AAAA record at %s" % (host, where))
 
 
+def system_resolve(host, port):
+    """The first address the system resolver gives for ``host`` (IPv4 first)."""
+    try:
+        infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise AttemptFailed("cannot resolve %s: %s" % (host, exc.strerror or exc)) from None
+    infos.sort(key=lambda info: info[0] != socket.AF_INET)
+    return infos[0][4][0]
+
+
 class _SNIHTTPSConnection(http.client.HTTPSConnection):
     """Connects to an address but sends SNI (and checks the certificate) for the URL's host."""
 
@@ -459,11 +481,17 @@ def attempt(spec, timeout, state):
     address = spec["host"]
     started = time.monotonic()
     try:
-        if spec["dns_server"] and not _is_ip(spec["host"]):
+        if _is_ip(spec["host"]):
+            address = str(ipaddress.ip_address(spec["host"]))
+        elif spec["dns_server"]:
             address = resolve(spec["host"], spec["dns_server"], spec["dns_port"], timeout)
-        elif _is_ip(spec["host"]):
-            address = spec["host"]
+        elif spec["expect_address"]:
+            address = system_resolve(spec["host"], spec["port"])
         state["resolved_address"] = address if _is_ip(address) else None
+        if spec["expect_address"] and address not in spec["expect_address"]:
+            # Checked before connecting: a write must not land in the wrong region.
+            raise AttemptFailed("%s resolved to %s, expected %s (request not sent)" % (
+                spec["host"], address, " or ".join(spec["expect_address"])))
         conn = _connection(spec, address, timeout)
         try:
             conn.request(spec["method"], spec["target"], body=spec["payload"], headers=spec["headers"])

@@ -108,6 +108,12 @@ options:
       ca_path:
         description: PEM file of the CA certificates to trust for this endpoint.
         type: path
+      expect_address:
+        description:
+          - Addresses the host name must resolve to (for example the active region's address after a
+            DNS failover). Checked before connecting; a wrong answer is a failed attempt and nothing is sent.
+        type: list
+        elements: str
   headers:
     description: Headers sent to every endpoint (endpoints may override them).
     type: dict
@@ -145,6 +151,10 @@ options:
   ca_path:
     description: PEM file of the CA certificates to trust instead of the system's.
     type: path
+  expect_address:
+    description: Addresses every endpoint's host must resolve to, for endpoints that do not say.
+    type: list
+    elements: str
   concurrency:
     description: Most endpoints checked at the same time.
     type: int
@@ -187,6 +197,16 @@ EXAMPLES = r"""
       - url: http://api.phoenix.test:8080/healthz
       - url: http://docs.phoenix.test:8081/healthz
         expect_body_regex: ok
+
+- name: After a DNS failover, wait until the public names answer from the west region
+  cloudphoenix.stack.service_check:
+    dns_server: 127.0.0.1
+    dns_port: 5353
+    expect_address: [127.0.20.1]
+    deadline: 60
+    endpoints:
+      - url: http://api.phoenix.test:8080/readyz
+      - url: http://docs.phoenix.test:8081/readyz
 
 - name: Write an order through the public name
   cloudphoenix.stack.service_check:
@@ -288,7 +308,7 @@ endpoints:
       type: int
       sample: 1
     resolved_address:
-      description: The address the last attempt connected to (the DNS answer with O(dns_server)).
+      description: The address the last attempt connected to (the DNS answer with O(dns_server)), or would have.
       type: str
       sample: 127.0.20.1
     error:
@@ -339,10 +359,11 @@ ENDPOINT_OPTIONS = dict(
     dns_port=dict(type="int"),
     validate_certs=dict(type="bool"),
     ca_path=dict(type="path"),
+    expect_address=dict(type="list", elements="str"),
 )
 
 INHERITED = ("headers", "expect_status", "timeout", "deadline", "max_attempts", "dns_server", "dns_port",
-             "validate_certs", "ca_path")
+             "validate_certs", "ca_path", "expect_address")
 
 
 def main():
@@ -359,6 +380,7 @@ def main():
             dns_port=dict(type="int", default=53),
             validate_certs=dict(type="bool", default=True),
             ca_path=dict(type="path"),
+            expect_address=dict(type="list", elements="str"),
             concurrency=dict(type="int", default=16),
             backoff_base=dict(type="float", default=0.1),
             backoff_max=dict(type="float", default=2.0),

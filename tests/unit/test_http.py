@@ -286,3 +286,10 @@ def test_summary_message_names_every_failing_endpoint():
         "2 of 3 endpoints failed: b: status 503, expected 200 (gave up after 3 attempts in 1.0s); "
         "c: connection refused (x:1) (gave up after 9 attempts in 5.0s)")
     assert summary_message(results[:1]) == "all 1 endpoints passed"
+
+
+def test_expect_address_is_normalised_and_validated():
+    assert spec(expect_address="127.0.20.1")["expect_address"] == ["127.0.20.1"]
+    assert spec(expect_address=["::0001"])["expect_address"] == ["::1"]
+    with pytest.raises(CheckSpecError, match="expect_address 'west' is not an IP address"):
+        build_specs([{"url": "http://x/", "expect_address": ["west"]}])

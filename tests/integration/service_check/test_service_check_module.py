@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
+import time
 import urllib.request
 import uuid
 
@@ -203,10 +205,37 @@ def test_resolves_through_the_given_dns_server(http_server, bind_server):
     assert moved["endpoints"][0]["resolved_address"] == "127.0.0.2"
     assert moved["endpoints"][0]["error"].startswith(f"connection refused (127.0.0.2:{http_server.port})")
 
+    pinned = check({**args, "expect_address": ["127.0.0.1"]})
+    assert pinned.failed
+    assert pinned["endpoints"][0]["error"].startswith(
+        f"{fqdn} resolved to 127.0.0.2, expected 127.0.0.1 (request not sent)")
+
     missing = check({**args, "endpoints": [{"name": "nx", "url": f"http://nope-{name}.{bind_server.zone}/"}]})
     assert missing.failed
     assert missing["endpoints"][0]["error"].startswith(
         f"DNS: nope-{name}.{bind_server.zone} does not exist (NXDOMAIN) at {bind_server.host}:{bind_server.port}")
+
+
+def test_waits_for_a_dns_switch_within_the_deadline(http_server, bind_server):
+    """Like a failover: the name points elsewhere first; the check retries (re-resolving each time)
+    and passes once the record is switched, without sending a request to the old address."""
+    tag = _tag()
+    name = f"switch-{tag}"
+    _set_a(bind_server, name, "127.0.0.2")
+    args = {"dns_server": bind_server.host, "dns_port": bind_server.port, "deadline": 30,
+            "backoff_base": 0.05, "backoff_max": 0.2, "expect_address": ["127.0.0.1"],
+            "endpoints": [{"name": "public", "url": f"http://{name}.{bind_server.zone}:{http_server.port}/flaky/{tag}"}]}
+    outcome = {}
+    worker = threading.Thread(target=lambda: outcome.update(result=check(args)))
+    worker.start()
+    time.sleep(1.0)
+    _set_a(bind_server, name, "127.0.0.1")
+    worker.join(timeout=60)
+    result = outcome["result"]
+    assert not result.failed, result["msg"]
+    assert result["endpoints"][0]["attempts"] >= 2
+    assert result["endpoints"][0]["resolved_address"] == "127.0.0.1"
+    assert _get_json(http_server.url(f"/hits/{tag}")) == 1  # only the switched address got a request
 
 
 def test_secret_headers_are_sent_but_never_returned(http_server):

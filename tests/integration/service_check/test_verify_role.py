@@ -134,3 +134,18 @@ def test_headers_never_reach_the_playbook_output(inventory, public, http_server)
     assert run.rc == 0, run.stdout + run.stderr
     assert "all 4 endpoints passed" in run.stdout
     assert token not in run.stdout + run.stderr
+
+
+def test_expect_region_refuses_names_that_resolve_elsewhere(inventory, public, http_server):
+    """The public names resolve to 127.0.0.1 (region "here"); expecting region "dr" fails before any write."""
+    before = _orders(http_server)
+    extra = {**public, "verify_deadline": 1, "verify_expect_region": "dr",
+             "verify_region_addresses": {"here": "127.0.0.1", "dr": "127.0.0.3"}}
+    run = run_playbook(PLAYBOOK, inventory=inventory, extra_vars=extra)
+    assert run.rc != 0
+    assert "resolved to 127.0.0.1, expected 127.0.0.3 (request not sent)" in run.stdout
+    assert _orders(http_server) == before
+
+    ok = run_playbook(PLAYBOOK, inventory=inventory, extra_vars={**extra, "verify_expect_region": "here"})
+    assert ok.rc == 0, ok.stdout + ok.stderr
+    assert _orders(http_server) == before + 1
