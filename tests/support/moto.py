@@ -41,8 +41,8 @@ class MotoServer:
 
     def reset(self) -> None:
         """Forget every resource (POST /moto-api/reset)."""
-        request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
-        with urllib.request.urlopen(request, timeout=5):  # noqa: S310 - loopback emulator
+        request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")  # noqa: S310
+        with urllib.request.urlopen(request, timeout=5):  # noqa: S310 - http on the loopback emulator
             pass
 
     def client(self, service: str, region: str = "us-east-1"):

@@ -7,6 +7,7 @@ removed by the fixture that made it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -125,10 +126,8 @@ class PgCluster:
         if pid is None:
             return
         subprocess.run(["pkill", "-KILL", "-P", str(pid)], check=False)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         deadline = time.monotonic() + 10
         while self.is_running() and time.monotonic() < deadline:
             time.sleep(0.05)

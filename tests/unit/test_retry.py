@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from ansible_collections.cloudphoenix.stack.plugins.module_utils._retry import (
     RetryBudgetExceeded,
     backoff_delays,
