@@ -238,3 +238,44 @@ def test_rfc2136_change_over_one_message_is_refused_before_sending() -> None:
     message = r"change \(1200 records\) needs an UPDATE message over the 65535-byte DNS limit"
     with pytest.raises(_dns.ValidationError, match=message):
         provider.plan_batches(changes, {}, False)
+
+
+class LostAnswerProvider(FakeProvider):
+    """The first send lands but its answer is lost (a timeout); the retry then meets its own change."""
+
+    def apply(self, batch, expect):
+        if not self.sent:
+            super().apply(batch, expect)
+            raise _dns.TransientError("timed out waiting for the answer")
+        self.sent.append((batch, expect))
+        raise _dns.ConflictError("prerequisite not met (NXRRSET)")
+
+
+def test_a_retried_send_that_meets_its_own_landed_change_is_success() -> None:
+    key = ("_active.phoenix.test.", "TXT")
+    provider = LostAnswerProvider({key: rec(key[0], ['"region=east epoch=1"'], rtype="TXT")})
+    mine = _dns.normalize_records([rec("_active.phoenix.test", ["region=west epoch=2 run=a"], "TXT")], ZONE, 5)
+    expect = _dns.normalize_expect([{"name": "_active.phoenix.test", "type": "TXT", "values": ["region=east epoch=1"]}],
+                                   ZONE)
+    outcome = _dns.switch(provider, mine, expect, retry_timeout=5)
+    assert outcome["cas"] == "swapped" and outcome["changed"]
+    assert outcome["batches"][0]["note"] == "applied by an earlier attempt whose answer was lost"
+    assert len(outcome["retries"]) == 1
+
+
+def test_a_conflict_on_the_first_send_is_a_conflict() -> None:
+    key = ("_active.phoenix.test.", "TXT")
+
+    class Raced(FakeProvider):
+        def apply(self, batch, expect):
+            self.data[key] = rec(key[0], ['"theirs"'], rtype="TXT")  # someone else wrote first
+            raise _dns.ConflictError("prerequisite not met (NXRRSET)")
+
+    provider = Raced({key: rec(key[0], ['"region=east epoch=1"'], rtype="TXT")})
+    mine = _dns.normalize_records([rec("_active.phoenix.test", ["mine"], "TXT")], ZONE, 5)
+    expect = _dns.normalize_expect([{"name": "_active.phoenix.test", "type": "TXT", "values": ["region=east epoch=1"]}],
+                                   ZONE)
+    with pytest.raises(_dns.ConflictError) as info:
+        _dns.switch(provider, mine, expect)
+    assert info.value.details["current"][0]["values"] == ['"theirs"']
+    assert info.value.details["batches"][0]["status"] == "conflict"
