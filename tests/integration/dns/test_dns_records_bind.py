@@ -243,7 +243,7 @@ def test_server_down_is_retried_then_fails_within_the_timeout(lab_bind: BindServ
     assert "could not reach the DNS provider within timeout=2.0s" in result["msg"]
     attempts = int(result["msg"].split("gave up after ")[1].split(" ")[0])
     assert attempts > 1  # retried with backoff
-    assert elapsed < 2 + 3  # budget + interpreter start
+    assert elapsed < 2 + 5  # budget + interpreter start on a loaded machine
 
 
 def test_hung_server_is_retried_then_fails_within_the_timeout(lab_bind: BindServer) -> None:
@@ -255,7 +255,7 @@ def test_hung_server_is_retried_then_fails_within_the_timeout(lab_bind: BindServ
     finally:
         lab_bind.resume()
     assert result.failed and "could not reach the DNS provider within timeout=1.5s" in result["msg"]
-    assert elapsed < 1.5 + 1.5 + 3  # budget, one last query timeout, interpreter start
+    assert elapsed < 1.5 + 1.5 + 5  # budget, one last query timeout, interpreter start
     assert served(lab_bind, f"api.{ZONE}") == (5, [EAST])
 
 
@@ -373,4 +373,4 @@ def test_servfail_is_retried_then_fails_within_the_timeout() -> None:
     assert result.failed and not result.changed
     assert "SERVFAIL" in result["msg"] and "within timeout=1.5s" in result["msg"]
     assert int(result["msg"].split("gave up after ")[1].split(" ")[0]) > 1
-    assert elapsed < 1.5 + 3
+    assert elapsed < 1.5 + 5  # budget + interpreter start
