@@ -50,6 +50,7 @@ ALLOWED_METHODS = ("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE")
 SAFE_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))
 MAX_BODY_BYTES = 1024 * 1024
 MIN_ATTEMPT_TIMEOUT = 0.05
+BODY_EXCERPT = 160
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 # Values used when neither the endpoint nor the module gives one.
@@ -145,9 +146,13 @@ def evaluate_response(spec, status, body):
     Also returns the parsed JSON document (or None) so callers can capture fields from it.
     """
     problems = []
-    if status not in spec["expect_status"]:
-        problems.append("status %d, expected %s" % (status, _status_list(spec["expect_status"])))
     text = body.decode("utf-8", errors="replace")
+    if status not in spec["expect_status"]:
+        problem = "status %d, expected %s" % (status, _status_list(spec["expect_status"]))
+        excerpt = " ".join(text.split())
+        if excerpt:  # what the service says about itself (a problem document, readiness details)
+            problem += " (body: %s)" % (excerpt if len(excerpt) <= BODY_EXCERPT else excerpt[:BODY_EXCERPT - 3] + "...")
+        problems.append(problem)
     if spec["expect_body_regex"] is not None and not spec["expect_body_regex"].search(text):
         problems.append("body does not match %r" % spec["expect_body_regex"].pattern)
     document = None

@@ -314,7 +314,7 @@ endpoints:
     error:
       description: Why the endpoint failed (the last attempt's problem and the attempt count), null when ok.
       type: str
-      sample: "status 503, expected 200 (gave up after 4 attempts in 2.0s)"
+      sample: "status 503, expected 200 (body: {\"status\": \"not ready\"}) (gave up after 4 attempts in 2.0s)"
     captured:
       description: Values of the O(endpoints[].capture) paths from the JSON answer.
       type: dict

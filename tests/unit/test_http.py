@@ -62,7 +62,7 @@ def test_evaluate_response_lists_every_problem():
     s = spec(expect_body_regex="ready", expect_json={"checks.db": True, "n": 1, "gone": None})
     problems = evaluate_response(s, 503, b'{"checks": {"db": 1}, "n": true}')[0]
     assert problems == [
-        "status 503, expected 200",
+        'status 503, expected 200 (body: {"checks": {"db": 1}, "n": true})',
         "body does not match 'ready'",
         "JSON field checks.db is 1, expected true",
         "JSON field n is true, expected 1",
@@ -293,3 +293,10 @@ def test_expect_address_is_normalised_and_validated():
     assert spec(expect_address=["::0001"])["expect_address"] == ["::1"]
     with pytest.raises(CheckSpecError, match="expect_address 'west' is not an IP address"):
         build_specs([{"url": "http://x/", "expect_address": ["west"]}])
+
+
+def test_status_problem_quotes_a_short_body_excerpt():
+    problems = evaluate_response(spec(), 503, b"x" * 500)[0]
+    assert problems == ["status 503, expected 200 (body: " + "x" * 157 + "...)"]
+    problems = evaluate_response(spec(), 503, b"  not\n  ready ")[0]
+    assert problems == ["status 503, expected 200 (body: not ready)"]

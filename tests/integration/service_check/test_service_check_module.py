@@ -73,7 +73,8 @@ def test_wrong_status_fails_naming_the_endpoint(http_server):
     assert result.failed
     assert result["all_ok"] is False
     assert result["failed_endpoints"] == ["broken"]
-    assert result["msg"].startswith("1 of 2 endpoints failed: broken: status 503, expected 200")
+    assert result["msg"].startswith(
+        "1 of 2 endpoints failed: broken: status 503, expected 200 (body: status 503) (gave up after 3 attempts")
     broken = by_name(result)["broken"]
     assert broken["status"] == 503
     assert broken["attempts"] == 3
