@@ -239,8 +239,8 @@ def ensure_primary(node: Node, opts: dict, check_mode: bool) -> dict:
 def _settings_still_loading(conn, desired: dict) -> bool:
     rows = fetch_all(conn, "SELECT name, setting, pending_restart, context FROM pg_settings WHERE name = ANY(%s)",
                      (list(desired),))
-    return any(row["setting"] != desired[row["name"]] and not row["pending_restart"] and row["context"] != "postmaster"
-               for row in rows)
+    # Reloaded once each new value is live, or (restart-only settings) flagged pending_restart.
+    return any(row["setting"] != desired[row["name"]] and not row["pending_restart"] for row in rows)
 
 
 # ---------------------------------------------------------------- state=standby
@@ -565,6 +565,8 @@ def ensure_promoted(node: Node, opts: dict, check_mode: bool, started: float | N
             if not check_mode:
                 cur.execute("ALTER SYSTEM SET synchronous_standby_names = ''")
                 cur.execute("SELECT pg_reload_conf()")
+                wait_for(lambda: fetch_one(conn, "SELECT current_setting('synchronous_standby_names') AS s")["s"] == "",
+                         5, interval=0.01)
         out.act("promote")
         if check_mode:
             return out.as_dict()
@@ -583,6 +585,15 @@ def ensure_promoted(node: Node, opts: dict, check_mode: bool, started: float | N
 
 
 # ---------------------------------------------------------------- state=fenced
+
+def _process_state(pid: int) -> str | None:
+    """The state letter from /proc/PID/stat (R, S, T for stopped, ...)."""
+    try:
+        with open("/proc/%d/stat" % pid) as stream:
+            return stream.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
 
 def _kill_tree(pid: int) -> None:
     children = []
@@ -618,7 +629,11 @@ def ensure_fenced(node: Node, opts: dict, check_mode: bool) -> dict:
         if check_mode:
             return out.as_dict()
         stop_timeout = min(int(opts.get("wait_timeout") or 60), 10)
-        if node.stop("fast", stop_timeout):
+        if _process_state(pid) == "T":  # SIGSTOPped (hung): pg_ctl's signals would wait forever
+            _kill_tree(pid)
+            wait_for(lambda: not node.is_running(), 10)
+            out.extra["method"] = "kill"
+        elif node.stop("fast", stop_timeout):
             out.extra["method"] = "fast"
         elif node.stop("immediate", 5):
             out.extra["method"] = "immediate"

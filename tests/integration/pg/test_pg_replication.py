@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import signal
 import threading
 
 import psycopg2
@@ -311,3 +312,17 @@ def test_rewind_impossible_without_wal_log_hints_says_reclone(pg_factory, run):
     assert not east.is_running() and not (east.data_dir / "standby.signal").exists()
     assert (east.data_dir / "global" / "pg_control").read_bytes() == control_before
     assert not (east.base_dir / "east" / "replication.pgpass").exists()
+
+
+def test_fence_stop_kills_a_hung_primary(pg_factory, east, run):
+    """A SIGSTOPped server (the lab's "hang" fault) ignores pg_ctl: the fence must SIGKILL it."""
+    pid = east.postmaster_pid()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        fenced = run("pg_replication", {**node_args(east), "state": "fenced", "wait_timeout": 5})
+    finally:
+        if east.is_running():
+            os.kill(pid, signal.SIGCONT)
+    assert not fenced.failed and fenced.changed and fenced["method"] == "kill"
+    assert not east.is_running()
+    assert not run("pg_replication", {**node_args(east), "state": "fenced"}).changed
