@@ -326,3 +326,49 @@ def test_fence_stop_kills_a_hung_primary(pg_factory, east, run):
     assert not fenced.failed and fenced.changed and fenced["method"] == "kill"
     assert not east.is_running()
     assert not run("pg_replication", {**node_args(east), "state": "fenced"}).changed
+
+
+PLAYBOOK = """
+- name: Clone a standby and read both nodes
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: West follows east
+      cloudphoenix.stack.pg_replication: "{{ standby }}"
+      register: west
+    - name: Both regions
+      cloudphoenix.stack.pg_replication_info: "{{ item }}"
+      loop: "{{ info_targets }}"
+      register: info
+    - name: The facts the runbook relies on
+      ansible.builtin.assert:
+        that:
+          - west.role == 'standby'
+          - info.results[0].role == 'primary'
+          - info.results[1].lag_bytes is number
+"""
+
+
+def test_playbook_idempotent_and_no_secret_even_at_vvv(pg_factory, east, run, tmp_path):
+    """Through real ansible-playbook (-vvv): PLAY RECAP counts, and secrets masked everywhere."""
+    import sys
+
+    from tests.support.ansible import run_playbook
+
+    west = pg_factory("west")
+    playbook = tmp_path / "clone.yml"
+    playbook.write_text(PLAYBOOK)
+    extra_vars = {
+        "ansible_python_interpreter": sys.executable,
+        "standby": standby_args(west, east),
+        "info_targets": [{"socket_dir": str(c.socket_dir), "port": c.port} for c in (east, west)],
+    }
+    first = run_playbook(playbook, "-vvv", "-c", "local", inventory="localhost,", extra_vars=extra_vars)
+    assert first.rc == 0, first.stdout[-3000:]
+    assert first.recap()["localhost"]["changed"] == 1
+    second = run_playbook(playbook, "-c", "local", inventory="localhost,", extra_vars=extra_vars)
+    assert second.rc == 0 and second.recap()["localhost"]["changed"] == 0, second.stdout[-3000:]
+    # the passwords are in extra vars (-e) on purpose: only the module output must not show them
+    module_output = first.stdout.split("TASK [West follows east]", 1)[1]
+    run.assert_no_secrets(module_output, second.stdout.split("TASK [West follows east]", 1)[1],
+                          *server_logs(east, west))
