@@ -10,6 +10,8 @@ old ones finish their requests.
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -34,7 +36,9 @@ if _service not in {"service_a", "service_b"}:
 
 # prometheus_client reads this at import time in each worker: set it before any worker starts.
 # setdefault keeps the first directory across SIGHUP reloads so the sums stay continuous.
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.environ.get("CLOUDPHOENIX_METRICS_DIR") or tempfile.mkdtemp(prefix="cp-metrics-"))
+os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR", os.environ.get("CLOUDPHOENIX_METRICS_DIR") or tempfile.mkdtemp(prefix="cp-metrics-")
+)
 
 wsgi_app = f"cloudphoenix_services.{_service}:create_app()"
 bind = os.environ.get("CLOUDPHOENIX_BIND", "127.0.0.1:8080").split(",")
@@ -89,16 +93,25 @@ logger_class = JsonAccessLogger
 
 
 def on_starting(server):
-    """Validate settings in the master before binding: a bad setting stops here, nothing half-started."""
-    from cloudphoenix_services.core.config import ConfigError, load_settings
-    from importlib import import_module
+    """Validate settings before binding: a bad setting stops here, nothing half-started.
 
-    spec = import_module(f"cloudphoenix_services.{_service}").SPEC
-    try:
-        load_settings(spec.name, needs_bucket=spec.needs_bucket, default_max_request_bytes=spec.default_max_request_bytes)
-    except ConfigError as exc:
-        server.log.error("%s", exc)
-        raise SystemExit(2) from None
+    In a child process, so the master never imports the app: workers forked after a SIGHUP then
+    load the code and packages as they are now, not as they were when the master started.
+    """
+    check = subprocess.run(
+        [sys.executable, "-m", "cloudphoenix_services", "check-config", "--service", _service],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    if check.returncode != 0:
+        try:
+            message = json.loads(check.stdout)["msg"]
+        except (ValueError, KeyError):
+            message = (check.stdout + check.stderr).strip()
+        server.log.error("%s", message)
+        raise SystemExit(2)
     metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     shutil.rmtree(metrics_dir, ignore_errors=True)  # stale files from a previous run would be summed
     os.makedirs(metrics_dir, mode=0o700, exist_ok=True)

@@ -32,8 +32,9 @@ def main(argv: list[str] | None = None) -> int:
         env = dict(os.environ)
         if args.env_file:
             env.update(read_env_file(args.env_file))
-        settings = load_settings(spec.name, env, needs_bucket=spec.needs_bucket,
-                                 default_max_request_bytes=spec.default_max_request_bytes)
+        settings = load_settings(
+            spec.name, env, needs_bucket=spec.needs_bucket, default_max_request_bytes=spec.default_max_request_bytes
+        )
     except (ConfigError, OSError) as exc:
         print(json.dumps({"failed": True, "msg": str(exc)}))
         return 2

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from cloudphoenix_services import service_a, service_b
 from cloudphoenix_services.core import Settings, load_settings
 from cloudphoenix_services.core.app import runtime
 from cloudphoenix_services.core.db import Database, migrate
+
 from tests.support.net import free_port, wait_for_port
 from tests.support.pg import PgCluster, make_shared_dir
 
@@ -79,8 +79,12 @@ def settings_env(app_db: AppDatabase, **overrides: str) -> dict[str, str]:
 def make_settings(app_db: AppDatabase) -> Callable[..., Settings]:
     def make(service: str = "service_a", **overrides: str) -> Settings:
         spec = service_a.SPEC if service == "service_a" else service_b.SPEC
-        return load_settings(spec.name, settings_env(app_db, **overrides), needs_bucket=spec.needs_bucket,
-                             default_max_request_bytes=spec.default_max_request_bytes)
+        return load_settings(
+            spec.name,
+            settings_env(app_db, **overrides),
+            needs_bucket=spec.needs_bucket,
+            default_max_request_bytes=spec.default_max_request_bytes,
+        )
 
     return make
 
@@ -141,11 +145,12 @@ class Gunicorn:
 
     def start(self, log_path: Path, timeout: float = 30) -> Gunicorn:
         self.log_path = log_path
-        env = {**os.environ, **self.env, "CLOUDPHOENIX_BIND": f"127.0.0.1:{self.port}",
-               "PYTHONPATH": str(SERVICES_DIR)}
+        env = {**os.environ, **self.env, "CLOUDPHOENIX_BIND": f"127.0.0.1:{self.port}", "PYTHONPATH": str(SERVICES_DIR)}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", str(SERVICES_DIR / "gunicorn.conf.py")],
-            env=env, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115 - closed with the process
+            env=env,
+            stdout=open(log_path, "wb"),  # noqa: SIM115 - lives as long as the process
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         deadline = time.monotonic() + timeout
@@ -187,4 +192,13 @@ def gunicorn_factory(tmp_path: Path) -> Iterator[Callable[..., Gunicorn]]:
         server.stop()
 
 
-__all__ = ["APP_USER", "BUCKET", "AppDatabase", "Gunicorn", "create_app_database", "runtime", "settings_env", "wait_for_port"]
+__all__ = [
+    "APP_USER",
+    "BUCKET",
+    "AppDatabase",
+    "Gunicorn",
+    "create_app_database",
+    "runtime",
+    "settings_env",
+    "wait_for_port",
+]

@@ -19,7 +19,9 @@ def test_upload_get_stream_and_list(client_b, moto, app_db):
     # The blob is in S3, the metadata in PostgreSQL.
     stored = moto.client("s3").get_object(Bucket=BUCKET, Key=f"documents/{doc['id']}")["Body"].read()
     assert stored == content
-    assert app_db.cluster.query("SELECT name FROM documents WHERE id = %s", (doc["id"],), dbname="phoenix") == [("report.pdf",)]
+    assert app_db.cluster.query("SELECT name FROM documents WHERE id = %s", (doc["id"],), dbname="phoenix") == [
+        ("report.pdf",)
+    ]
 
     assert client_b.get(f"/documents/{doc['id']}").get_json() == doc
     streamed = client_b.get(doc["content_url"])
@@ -49,13 +51,16 @@ def test_upload_validation_errors(client_b):
     bad_name = client_b.post("/documents?name=../../etc/passwd", data=b"x", content_type="text/plain")
     assert bad_name.status_code == 422
     empty = client_b.post("/documents?name=a.txt", data=b"", content_type="text/plain")
-    assert empty.status_code == 422 and empty.get_json()["errors"] == [{"field": "body", "message": "must not be empty"}]
+    assert empty.status_code == 422 and empty.get_json()["errors"] == [
+        {"field": "body", "message": "must not be empty"}
+    ]
     assert client_b.get(f"/documents/{uuid.uuid4()}").status_code == 404
     assert client_b.get(f"/documents/{uuid.uuid4()}/content").status_code == 404
 
 
 def test_storage_down_is_a_503_problem_and_not_ready(app_db, make_settings, moto):
     from cloudphoenix_services import service_b
+
     from tests.support.net import free_port
 
     app = service_b.create_app(make_settings("service_b", s3_endpoint_url=f"http://127.0.0.1:{free_port()}"))
@@ -66,6 +71,9 @@ def test_storage_down_is_a_503_problem_and_not_ready(app_db, make_settings, moto
         assert response.get_json()["type"].endswith("/storage-unavailable")
         ready = client.get("/readyz")
         assert ready.status_code == 503
-        assert ready.get_json()["checks"]["storage"]["ok"] is False and ready.get_json()["checks"]["database"]["ok"] is True
+        assert (
+            ready.get_json()["checks"]["storage"]["ok"] is False
+            and ready.get_json()["checks"]["database"]["ok"] is True
+        )
     finally:
         app.extensions["cloudphoenix"].close()

@@ -7,9 +7,9 @@ import time
 import dns.query
 import dns.tsigkeyring
 import dns.update
-
 from cloudphoenix_services import service_a
 from cloudphoenix_services.core import load_settings
+
 from tests.services.conftest import APP_USER, create_app_database
 from tests.support.pg import clone_standby, make_primary_with_replicator, wait_until
 
@@ -28,8 +28,13 @@ def set_active(bind_server, text: str) -> None:
 def test_writes_refused_when_not_active_accepted_again_when_active_reads_always(bind_server, make_settings, clean_db):
     set_active(bind_server, "region=east epoch=1")
     settings = make_settings(
-        "service_a", region="west", fencing_enabled="true", fencing_dns_server=bind_server.host,
-        fencing_dns_port=str(bind_server.port), fencing_record="_active.phoenix.test", fencing_lease_seconds="0.6",
+        "service_a",
+        region="west",
+        fencing_enabled="true",
+        fencing_dns_server=bind_server.host,
+        fencing_dns_port=str(bind_server.port),
+        fencing_record="_active.phoenix.test",
+        fencing_lease_seconds="0.6",
     )
     app = service_a.create_app(settings)
     client = app.test_client()
@@ -43,15 +48,21 @@ def test_writes_refused_when_not_active_accepted_again_when_active_reads_always(
         assert client.get("/readyz").get_json()["fencing"]["writes_allowed"] is False
 
         set_active(bind_server, "region=west epoch=2")  # the runbook's claim
-        wait_until(lambda: client.post("/orders", json=ORDER).status_code == 201, timeout=5, message="west accepts writes")
+        wait_until(
+            lambda: client.post("/orders", json=ORDER).status_code == 201, timeout=5, message="west accepts writes"
+        )
         created_before = client.get("/orders", query_string={"customer_id": "cust-f"}).get_json()["items"]
         assert len(created_before) == 1
 
         set_active(bind_server, "region=east epoch=3")  # failed back: an answer naming another region revokes at once
-        wait_until(lambda: client.post("/orders", json=ORDER).status_code == 503, timeout=5, message="west fenced again")
+        wait_until(
+            lambda: client.post("/orders", json=ORDER).status_code == 503, timeout=5, message="west fenced again"
+        )
 
         set_active(bind_server, "region=west epoch=4")
-        wait_until(lambda: client.post("/orders", json=ORDER).status_code == 201, timeout=5, message="west active again")
+        wait_until(
+            lambda: client.post("/orders", json=ORDER).status_code == 201, timeout=5, message="west active again"
+        )
         # DNS gone (SIGSTOP): no renewal, so the lease runs out and writes stop within lease_seconds.
         bind_server.pause()
         try:
@@ -80,9 +91,13 @@ def test_pool_reaches_the_promoted_standby_without_restart(pg_factory, tmp_path)
     password_file = tmp_path / "pw"
     password_file.write_text("app-secret")
     env = {
-        "CLOUDPHOENIX_DB_DSN": f"host={east.host},{west.host} port={east.port},{west.port} dbname=phoenix user={APP_USER}",
-        "CLOUDPHOENIX_DB_PASSWORD_FILE": str(password_file), "CLOUDPHOENIX_DB_CONNECT_TIMEOUT": "2",
-        "CLOUDPHOENIX_DB_RETRY_ATTEMPTS": "6", "CLOUDPHOENIX_DB_RETRY_MAX_WAIT": "0.5",
+        "CLOUDPHOENIX_DB_DSN": (
+            f"host={east.host},{west.host} port={east.port},{west.port} dbname=phoenix user={APP_USER}"
+        ),
+        "CLOUDPHOENIX_DB_PASSWORD_FILE": str(password_file),
+        "CLOUDPHOENIX_DB_CONNECT_TIMEOUT": "2",
+        "CLOUDPHOENIX_DB_RETRY_ATTEMPTS": "6",
+        "CLOUDPHOENIX_DB_RETRY_MAX_WAIT": "0.5",
         "CLOUDPHOENIX_RATE_LIMIT": "1000 per second",
     }
     settings = load_settings("service_a", env)
@@ -109,7 +124,9 @@ def test_pool_reaches_the_promoted_standby_without_restart(pg_factory, tmp_path)
         assert client.get(f"/orders/{order_id}").status_code == 200
         assert client.get("/readyz").status_code == 200
         assert west.query("SELECT count(*) FROM orders", dbname="phoenix") == [(2,)]
-        names = west.query("SELECT application_name, usename FROM pg_stat_activity WHERE backend_type = 'client backend'")
+        names = west.query(
+            "SELECT application_name, usename FROM pg_stat_activity WHERE backend_type = 'client backend'"
+        )
         assert ("cloudphoenix-service_a", APP_USER) in names, names
     finally:
         app.extensions["cloudphoenix"].close()

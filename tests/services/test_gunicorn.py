@@ -18,8 +18,11 @@ ORDER = {"customer_id": "cust-g", "currency": "EUR", "items": [{"sku": "A-1", "q
 
 
 def healthz_total(metrics: str) -> float:
-    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-               if line.startswith("http_requests_total{") and 'endpoint="/healthz"' in line)
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("http_requests_total{") and 'endpoint="/healthz"' in line
+    )
 
 
 def test_metrics_add_up_across_workers_and_access_log_is_json(clean_db, gunicorn_factory):
@@ -33,7 +36,9 @@ def test_metrics_add_up_across_workers_and_access_log_is_json(clean_db, gunicorn
     files = list(Path(server.env["CLOUDPHOENIX_METRICS_DIR"]).glob("counter_*.db"))
     assert len(files) >= 2, files  # more than one worker served and reported
 
-    access = [json.loads(line) for line in server.log().splitlines() if line.startswith("{") and "gunicorn.access" in line]
+    access = [
+        json.loads(line) for line in server.log().splitlines() if line.startswith("{") and "gunicorn.access" in line
+    ]
     entry = next(line for line in access if line["request_id"] == "probe-7")
     assert entry["path"] == "/healthz" and entry["status"] == 200 and entry["service"] == "service_a"
     assert clean_db.password not in server.log()
@@ -43,7 +48,9 @@ def test_sighup_reload_applies_new_settings_without_dropping_requests(clean_db, 
     env_file = tmp_path / "service.env"
     env_file.write_text("CLOUDPHOENIX_HSTS_MAX_AGE=100\n")
     server = gunicorn_factory({**settings_env(clean_db), "CLOUDPHOENIX_ENV_FILE": str(env_file)}, name="reload")
-    assert requests.get(server.url + "/healthz", timeout=5).headers["Strict-Transport-Security"].startswith("max-age=100;")
+    assert (
+        requests.get(server.url + "/healthz", timeout=5).headers["Strict-Transport-Security"].startswith("max-age=100;")
+    )
     env_file.write_text("CLOUDPHOENIX_HSTS_MAX_AGE=200\n")
     server.process.send_signal(signal.SIGHUP)
     failures: list[int] = []
@@ -73,9 +80,16 @@ def test_sigterm_finishes_the_request_in_flight_then_closes_the_pool(clean_db, g
 
     request_thread = threading.Thread(target=create)
     request_thread.start()
-    wait_until(lambda: clean_db.cluster.query(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cloudphoenix-service_a' AND wait_event_type = 'Lock'"
-    )[0][0] == 1, message="the create waits on the lock")
+    wait_until(
+        lambda: (
+            clean_db.cluster.query(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE application_name = 'cloudphoenix-service_a' AND wait_event_type = 'Lock'"
+            )[0][0]
+            == 1
+        ),
+        message="the create waits on the lock",
+    )
 
     server.process.send_signal(signal.SIGTERM)
     time.sleep(1.0)
@@ -86,7 +100,13 @@ def test_sigterm_finishes_the_request_in_flight_then_closes_the_pool(clean_db, g
     assert outcome["status"] == 201
     assert server.process.wait(timeout=30) == 0
     assert clean_db.cluster.query("SELECT count(*) FROM orders", dbname="phoenix") == [(2,)]
-    wait_until(lambda: clean_db.cluster.query(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cloudphoenix-service_a'")[0][0] == 0,
-        message="pool closed")
+    wait_until(
+        lambda: (
+            clean_db.cluster.query(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cloudphoenix-service_a'"
+            )[0][0]
+            == 0
+        ),
+        message="pool closed",
+    )
     assert "Shutting down" in server.log() or "Handling signal: term" in server.log()

@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
-
 from cloudphoenix_services import service_a
 from cloudphoenix_services.core import ConfigError, load_settings
+
 from tests.services.conftest import SERVICES_DIR, settings_env
 from tests.support.net import free_port
 
@@ -35,9 +35,11 @@ def test_readyz_with_database_down_is_not_ready_but_alive(app_db, make_settings,
         assert ready.get_json()["status"] == "not ready"
         assert ready.get_json()["checks"]["database"]["ok"] is False
         assert client.get("/healthz").status_code == 200
-        write = client.post("/orders", json={"customer_id": "c", "currency": "EUR",
-                                             "items": [{"sku": "s", "quantity": 1, "unit_price_cents": 1}]},
-                            headers={"X-Request-ID": "db-down-1"})
+        write = client.post(
+            "/orders",
+            json={"customer_id": "c", "currency": "EUR", "items": [{"sku": "s", "quantity": 1, "unit_price_cents": 1}]},
+            headers={"X-Request-ID": "db-down-1"},
+        )
         assert write.status_code == 503 and write.headers["Retry-After"] == "2"
         problem = write.get_json()
         assert problem["type"].endswith("/database-unavailable")
@@ -56,7 +58,9 @@ def test_metrics_count_requests_and_durations(client_a):
     client_a.get("/healthz")
     client_a.get("/orders/00000000-0000-0000-0000-000000000000")
     text = client_a.get("/metrics").get_data(as_text=True)
-    assert 'http_requests_total{endpoint="/orders/<uuid:order_id>",method="GET",service="service_a",status="404"}' in text
+    assert (
+        'http_requests_total{endpoint="/orders/<uuid:order_id>",method="GET",service="service_a",status="404"}' in text
+    )
     assert 'http_request_duration_seconds_bucket{endpoint="/healthz"' in text
 
 
@@ -78,8 +82,9 @@ def test_bad_settings_fail_at_boot_with_every_problem_named(app_db):
     assert "CLOUDPHOENIX_DB_DSN: must not contain a password" in message
     assert "hunter2" not in message
     with pytest.raises(ConfigError, match="CLOUDPHOENIX_S3_BUCKET: required for service_b"):
-        load_settings("service_b", {**env, "CLOUDPHOENIX_S3_BUCKET": "", "CLOUDPHOENIX_DB_POOL_MAX": "1"},
-                      needs_bucket=True)
+        load_settings(
+            "service_b", {**env, "CLOUDPHOENIX_S3_BUCKET": "", "CLOUDPHOENIX_DB_POOL_MAX": "1"}, needs_bucket=True
+        )
 
 
 def test_settings_repr_hides_the_password(make_settings, app_db):
@@ -90,10 +95,21 @@ def test_settings_repr_hides_the_password(make_settings, app_db):
 
 def test_gunicorn_refuses_to_start_with_a_bad_setting_and_binds_nothing(app_db, tmp_path):
     port = free_port()
-    env = {**settings_env(app_db, db_retry_attempts="lots"), "CLOUDPHOENIX_BIND": f"127.0.0.1:{port}",
-           "CLOUDPHOENIX_METRICS_DIR": str(tmp_path / "m"), "PYTHONPATH": str(SERVICES_DIR), "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run([sys.executable, "-m", "gunicorn", "-c", str(SERVICES_DIR / "gunicorn.conf.py")],
-                          env=env, capture_output=True, text=True, timeout=60, check=False)
+    env = {
+        **settings_env(app_db, db_retry_attempts="lots"),
+        "CLOUDPHOENIX_BIND": f"127.0.0.1:{port}",
+        "CLOUDPHOENIX_METRICS_DIR": str(tmp_path / "m"),
+        "PYTHONPATH": str(SERVICES_DIR),
+        "PATH": "/usr/bin:/bin",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", str(SERVICES_DIR / "gunicorn.conf.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode != 0
     assert "CLOUDPHOENIX_DB_RETRY_ATTEMPTS: must be an integer from 1 to 20, got 'lots'" in proc.stderr
     assert "Listening at" not in proc.stderr and "Booting worker" not in proc.stderr
@@ -104,7 +120,11 @@ def test_cli_check_config_and_idempotent_migrate(app_db, tmp_path):
     env_file.write_text("".join(f"{k}={v}\n" for k, v in settings_env(app_db).items()))
     run = lambda *args: subprocess.run(  # noqa: E731
         [sys.executable, "-m", "cloudphoenix_services", *args, "--service", "service_a", "--env-file", str(env_file)],
-        env={"PYTHONPATH": str(SERVICES_DIR), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, check=False)
+        env={"PYTHONPATH": str(SERVICES_DIR), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert json.loads(run("check-config").stdout)["changed"] is False
     app_db.cluster.execute("DROP TABLE IF EXISTS orders", dbname="phoenix")
     app_db.cluster.execute("DELETE FROM schema_migrations WHERE service = 'service_a'", dbname="phoenix")

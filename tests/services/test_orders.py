@@ -8,7 +8,9 @@ ORDER = {"customer_id": "cust-1", "currency": "EUR", "items": [{"sku": "A-1", "q
 
 
 def test_create_get_and_list_orders_with_pagination(client_a):
-    created = [client_a.post("/orders", json={**ORDER, "items": [{**ORDER["items"][0], "quantity": n}]}) for n in (1, 2, 3)]
+    created = [
+        client_a.post("/orders", json={**ORDER, "items": [{**ORDER["items"][0], "quantity": n}]}) for n in (1, 2, 3)
+    ]
     assert [r.status_code for r in created] == [201, 201, 201]
     first = created[0].get_json()
     assert first["total_cents"] == 1250 and first["customer_id"] == "cust-1"
@@ -19,7 +21,9 @@ def test_create_get_and_list_orders_with_pagination(client_a):
 
     page1 = client_a.get("/orders", query_string={"customer_id": "cust-1", "limit": 2}).get_json()
     assert [o["id"] for o in page1["items"]] == [r.get_json()["id"] for r in created[:2]]
-    page2 = client_a.get("/orders", query_string={"customer_id": "cust-1", "limit": 2, "cursor": page1["next_cursor"]}).get_json()
+    page2 = client_a.get(
+        "/orders", query_string={"customer_id": "cust-1", "limit": 2, "cursor": page1["next_cursor"]}
+    ).get_json()
     assert [o["id"] for o in page2["items"]] == [created[2].get_json()["id"]] and page2["next_cursor"] is None
     other = client_a.get("/orders", query_string={"customer_id": "someone-else"}).get_json()
     assert other == {"items": [], "next_cursor": None}
@@ -35,14 +39,25 @@ def test_unknown_order_is_a_404_problem(client_a):
 
 
 def test_validation_errors_name_every_bad_field(client_a):
-    bad = {"customer_id": "", "currency": "euro", "items": [{"sku": "A 1", "quantity": 0, "unit_price_cents": -1}, "x"],
-           "extra": 1}
+    bad = {
+        "customer_id": "",
+        "currency": "euro",
+        "items": [{"sku": "A 1", "quantity": 0, "unit_price_cents": -1}, "x"],
+        "extra": 1,
+    }
     response = client_a.post("/orders", json=bad)
     assert response.status_code == 422
     body = response.get_json()
     fields = {error["field"] for error in body["errors"]}
-    assert fields == {"customer_id", "currency", "extra", "items[0].sku", "items[0].quantity",
-                      "items[0].unit_price_cents", "items[1]"}
+    assert fields == {
+        "customer_id",
+        "currency",
+        "extra",
+        "items[0].sku",
+        "items[0].quantity",
+        "items[0].unit_price_cents",
+        "items[1]",
+    }
     assert body["type"].endswith("/validation-error")
 
     assert client_a.post("/orders", data="{not json", content_type="application/json").status_code == 400
@@ -77,7 +92,11 @@ def test_idempotency_key_replays_the_first_order_and_refuses_a_different_body(cl
 
 
 def test_security_headers_on_every_response(client_a):
-    for response in (client_a.get("/healthz"), client_a.get(f"/orders/{uuid.uuid4()}"), client_a.post("/orders", json={})):
+    for response in (
+        client_a.get("/healthz"),
+        client_a.get(f"/orders/{uuid.uuid4()}"),
+        client_a.post("/orders", json={}),
+    ):
         assert response.headers["X-Content-Type-Options"] == "nosniff"
         assert response.headers["X-Frame-Options"] == "DENY"
         assert response.headers["Strict-Transport-Security"].startswith("max-age=31536000")
@@ -89,7 +108,9 @@ def test_request_id_round_trip_and_in_logs(client_a, capfd):
     echoed = client_a.get("/healthz", headers={"X-Request-ID": "trace-abc.123"})
     assert echoed.headers["X-Request-ID"] == "trace-abc.123"
     generated = client_a.get("/healthz", headers={"X-Request-ID": "evil\u2028id with spaces"})
-    assert generated.headers["X-Request-ID"] != "evil\u2028id with spaces" and len(generated.headers["X-Request-ID"]) == 32
+    assert (
+        generated.headers["X-Request-ID"] != "evil\u2028id with spaces" and len(generated.headers["X-Request-ID"]) == 32
+    )
 
     # A problem carries the id, and the JSON log line of a logged error carries it too.
     problem = client_a.post("/orders", json=ORDER, headers={"X-Request-ID": "req-77", "Idempotency-Key": "k"})

@@ -15,7 +15,21 @@ from .errors import (
 )
 
 __all__ = [
-    "BadRequest", "ConfigError", "Conflict", "DatabaseError", "IdempotencyKeyReused", "NotFound", "ServiceError",
-    "ServiceSpec", "Settings", "StorageError", "ValidationError", "WritesFenced", "create_service_app", "fenced_write",
-    "json_object", "load_settings", "runtime",
+    "BadRequest",
+    "ConfigError",
+    "Conflict",
+    "DatabaseError",
+    "IdempotencyKeyReused",
+    "NotFound",
+    "ServiceError",
+    "ServiceSpec",
+    "Settings",
+    "StorageError",
+    "ValidationError",
+    "WritesFenced",
+    "create_service_app",
+    "fenced_write",
+    "json_object",
+    "load_settings",
+    "runtime",
 ]

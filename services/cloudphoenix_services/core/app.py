@@ -89,12 +89,20 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> F
     app.json.sort_keys = False
 
     limiter = Limiter(
-        get_remote_address, app=app, default_limits=[settings.rate_limit], storage_uri=settings.rate_limit_storage_uri,
-        headers_enabled=False, default_limits_exempt_when=lambda: request.endpoint in OPS_ENDPOINTS,
+        get_remote_address,
+        app=app,
+        default_limits=[settings.rate_limit],
+        storage_uri=settings.rate_limit_storage_uri,
+        headers_enabled=False,
+        default_limits_exempt_when=lambda: request.endpoint in OPS_ENDPOINTS,
     )
     state = Runtime(
-        spec=spec, settings=settings, db=Database(settings, on_retry=DB_RETRIES.labels(spec.name).inc),
-        fence=Fence(settings), storage=Storage(settings) if spec.needs_bucket else None, limiter=limiter,
+        spec=spec,
+        settings=settings,
+        db=Database(settings, on_retry=DB_RETRIES.labels(spec.name).inc),
+        fence=Fence(settings),
+        storage=Storage(settings) if spec.needs_bucket else None,
+        limiter=limiter,
         openapi=resources.files(spec.openapi_package).joinpath("openapi.yaml").read_bytes(),
     )
     app.extensions[EXTENSION] = state
@@ -106,8 +114,13 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> F
         # Limiter's own headers would also stamp Retry-After on 503s; set it only where it is meant.
         current = limiter.current_limit
         wait = max(1, math.ceil(current.reset_at - time.time())) if current is not None else 1
-        return problem(429, "too-many-requests", "Too many requests", f"Rate limit {settings.rate_limit} exceeded.",
-                       {"Retry-After": str(wait)})
+        return problem(
+            429,
+            "too-many-requests",
+            "Too many requests",
+            f"Rate limit {settings.rate_limit} exceeded.",
+            {"Retry-After": str(wait)},
+        )
 
     _install_request_hooks(app, settings)
     state.tracer_provider = configure_tracing(app, settings)
@@ -167,7 +180,11 @@ def _ops_blueprint() -> Blueprint:
             checks["storage"] = {"ok": ok, "latency_ms": latency, **({"error": error} if error else {})}
         ready = all(check["ok"] for check in checks.values())
         fencing = state.fence.describe()  # reported, not required: a passive region still serves reads
-        return {"status": "ready" if ready else "not ready", "checks": checks, "fencing": fencing}, 200 if ready else 503
+        return {
+            "status": "ready" if ready else "not ready",
+            "checks": checks,
+            "fencing": fencing,
+        }, 200 if ready else 503
 
     @ops.get("/metrics")
     def metrics() -> Response:

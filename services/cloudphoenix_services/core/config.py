@@ -134,7 +134,9 @@ def _normalise_dsn(reader: _Reader) -> str:
     """Require a libpq conninfo and make it pick only a writable host (the primary after a promotion)."""
     dsn = reader.raw("DB_DSN")
     if dsn is None:
-        reader.errors.append(f"{PREFIX}DB_DSN: required (a libpq conninfo, e.g. 'host=a,b port=5432,5432 dbname=x user=y')")
+        reader.errors.append(
+            f"{PREFIX}DB_DSN: required (a libpq conninfo, e.g. 'host=a,b port=5432,5432 dbname=x user=y')"
+        )
         return ""
     if "password=" in dsn:
         reader.errors.append(f"{PREFIX}DB_DSN: must not contain a password; use {PREFIX}DB_PASSWORD_FILE")
@@ -147,8 +149,13 @@ def _normalise_dsn(reader: _Reader) -> str:
     return dsn
 
 
-def load_settings(service_name: str, env: Mapping[str, str] | None = None, *, needs_bucket: bool = False,
-                  default_max_request_bytes: int = 64 * 1024) -> Settings:
+def load_settings(
+    service_name: str,
+    env: Mapping[str, str] | None = None,
+    *,
+    needs_bucket: bool = False,
+    default_max_request_bytes: int = 64 * 1024,
+) -> Settings:
     """Build Settings from ``env`` (default: os.environ) or raise ConfigError listing every problem."""
     reader = _Reader(os.environ if env is None else env)
     settings: dict[str, Any] = {
@@ -167,14 +174,17 @@ def load_settings(service_name: str, env: Mapping[str, str] | None = None, *, ne
             "RATE_LIMIT_STORAGE_URI", "memory://", lambda v: "://" in v, "must be a limits storage URI like memory://"
         ),
         "fencing_enabled": reader.boolean("FENCING_ENABLED", False),
-        "fencing_record": reader.text("FENCING_RECORD", "_active.phoenix.test", lambda v: "." in v, "must be a DNS name"),
+        "fencing_record": reader.text(
+            "FENCING_RECORD", "_active.phoenix.test", lambda v: "." in v, "must be a DNS name"
+        ),
         "fencing_dns_server": reader.text("FENCING_DNS_SERVER", "127.0.0.1"),
         "fencing_dns_port": reader.integer("FENCING_DNS_PORT", 53, 1, 65535),
         "fencing_lease_seconds": reader.number("FENCING_LEASE_SECONDS", 10.0, 0.2, 3600),
         "s3_bucket": reader.text("S3_BUCKET", ""),
         "s3_endpoint_url": reader.text(
             "S3_ENDPOINT_URL", "", lambda v: v.startswith(("http://", "https://")), "must be an http(s) URL"
-        ) or None,
+        )
+        or None,
         "aws_region": reader.text("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1")),
         "otel_exporter": reader.text(
             "OTEL_EXPORTER", "none", lambda v: v in {"none", "console", "otlp"}, "must be none, console or otlp"

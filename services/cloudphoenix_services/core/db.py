@@ -28,14 +28,16 @@ Connection = psycopg2.extensions.connection
 log = logging.getLogger("cloudphoenix.db")
 
 # SQLSTATEs worth a retry: the next attempt (on a fresh connection) can succeed.
-TRANSIENT_SQLSTATES = frozenset({
-    psycopg2.errorcodes.SERIALIZATION_FAILURE,  # 40001
-    psycopg2.errorcodes.DEADLOCK_DETECTED,  # 40P01
-    psycopg2.errorcodes.ADMIN_SHUTDOWN,  # 57P01: server shutting down (fenced or failing over)
-    psycopg2.errorcodes.CRASH_SHUTDOWN,  # 57P02
-    psycopg2.errorcodes.CANNOT_CONNECT_NOW,  # 57P03: starting up / promoting
-    psycopg2.errorcodes.READ_ONLY_SQL_TRANSACTION,  # 25006: we hold a connection to a demoted node
-})
+TRANSIENT_SQLSTATES = frozenset(
+    {
+        psycopg2.errorcodes.SERIALIZATION_FAILURE,  # 40001
+        psycopg2.errorcodes.DEADLOCK_DETECTED,  # 40P01
+        psycopg2.errorcodes.ADMIN_SHUTDOWN,  # 57P01: server shutting down (fenced or failing over)
+        psycopg2.errorcodes.CRASH_SHUTDOWN,  # 57P02
+        psycopg2.errorcodes.CANNOT_CONNECT_NOW,  # 57P03: starting up / promoting
+        psycopg2.errorcodes.READ_ONLY_SQL_TRANSACTION,  # 25006: we hold a connection to a demoted node
+    }
+)
 
 
 def is_transient(error: BaseException) -> bool:
@@ -68,7 +70,10 @@ class Database:
             "application_name": f"cloudphoenix-{settings.service_name}",
             "options": f"-c statement_timeout={settings.db_statement_timeout_ms}",
             # Notice a dead peer (hung primary, partition) within seconds, not hours.
-            "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2,
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 2,
         }
         if settings.db_password is not None:
             self._connect_kwargs["password"] = settings.db_password

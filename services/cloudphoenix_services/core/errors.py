@@ -85,8 +85,9 @@ class WritesFenced(ServiceError):
         return {"Retry-After": str(self.retry_after)}
 
 
-def problem(status: int, slug: str, title: str, detail: str | None = None, headers: dict[str, str] | None = None,
-            **extra: Any) -> Response:
+def problem(
+    status: int, slug: str, title: str, detail: str | None = None, headers: dict[str, str] | None = None, **extra: Any
+) -> Response:
     body: dict[str, Any] = {"type": PROBLEM_BASE + slug, "title": title, "status": status}
     if detail:
         body["detail"] = detail
@@ -103,7 +104,9 @@ def problem(status: int, slug: str, title: str, detail: str | None = None, heade
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ServiceError)
     def _service_error(error: ServiceError) -> Response:
-        if error.status >= 500 and not isinstance(error, WritesFenced):  # fenced writes are expected in a passive region
+        if error.status >= 500 and not isinstance(
+            error, WritesFenced
+        ):  # fenced writes are expected in a passive region
             log.warning("request failed: %s: %s", error.slug, error)
         return problem(error.status, error.slug, error.title, error.detail, error.headers(), **error.extra)
 

@@ -63,15 +63,23 @@ class Fence:
         try:
             query = dns.message.make_query(self.record, dns.rdatatype.TXT)
             answer = dns.query.udp(query, self.server, port=self.port, timeout=timeout)
-            texts = [b"".join(rdata.strings).decode() for rrset in answer.answer for rdata in rrset
-                     if rrset.rdtype == dns.rdatatype.TXT]
+            texts = [
+                b"".join(rdata.strings).decode()
+                for rrset in answer.answer
+                for rdata in rrset
+                if rrset.rdtype == dns.rdatatype.TXT
+            ]
             if not texts:
                 raise ValueError(f"no TXT record at {self.record}")
             region, epoch = parse_record(texts[0])
         except (dns.exception.DNSException, OSError, ValueError, UnicodeDecodeError) as exc:
             with self._lock:
-                self._state = FencingState(self._state.active_region, self._state.epoch, self._state.confirmed_at,
-                                           f"{type(exc).__name__}: {exc}")
+                self._state = FencingState(
+                    self._state.active_region,
+                    self._state.epoch,
+                    self._state.confirmed_at,
+                    f"{type(exc).__name__}: {exc}",
+                )
             return self._state
         with self._lock:
             confirmed = time.monotonic() if region == self.region else None
@@ -110,7 +118,11 @@ class Fence:
         retry_after = max(1, math.ceil(self.lease_seconds))
         if state.confirmed_at is None:
             if state.active_region and state.active_region != self.region:
-                return False, f"region {state.active_region} is active (epoch {state.epoch}), not {self.region}", retry_after
+                return (
+                    False,
+                    f"region {state.active_region} is active (epoch {state.epoch}), not {self.region}",
+                    retry_after,
+                )
             return False, f"region {self.region} has not confirmed it is active", retry_after
         age = time.monotonic() - state.confirmed_at
         if age > self.lease_seconds:
@@ -121,8 +133,12 @@ class Fence:
         allowed, reason, _ = self.writes_allowed()
         state = self._state
         return {
-            "enabled": self.enabled, "region": self.region, "writes_allowed": allowed, "reason": reason,
-            "active_region": state.active_region, "epoch": state.epoch,
+            "enabled": self.enabled,
+            "region": self.region,
+            "writes_allowed": allowed,
+            "reason": reason,
+            "active_region": state.active_region,
+            "epoch": state.epoch,
             "lease_age_s": None if state.confirmed_at is None else round(time.monotonic() - state.confirmed_at, 2),
             "last_error": state.last_error,
         }

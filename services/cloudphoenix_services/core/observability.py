@@ -33,7 +33,9 @@ _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 REQUESTS = Counter("http_requests_total", "HTTP requests served", ["service", "method", "endpoint", "status"])
 DURATION = Histogram(
-    "http_request_duration_seconds", "Time spent serving a request", ["service", "method", "endpoint"],
+    "http_request_duration_seconds",
+    "Time spent serving a request",
+    ["service", "method", "endpoint"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 DB_RETRIES = Counter("db_transient_retries_total", "Database operations retried after a transient error", ["service"])

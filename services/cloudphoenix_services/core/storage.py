@@ -5,6 +5,7 @@ Only the endpoint is configurable, for the lab's moto server or an S3-compatible
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from typing import IO
@@ -24,7 +25,7 @@ class Storage:
         self._client = None
 
     @property
-    def client(self):  # noqa: ANN201 - botocore clients are generated at runtime
+    def client(self):
         # Created per worker process on first use: boto3 clients must not cross a fork.
         if self._client is None:
             self._client = boto3.session.Session().client(
@@ -53,10 +54,9 @@ class Storage:
         return body.iter_chunks(chunk_size)
 
     def delete(self, key: str) -> None:
-        try:
+        # Best effort cleanup of an orphan blob; a bucket lifecycle rule catches what this misses.
+        with contextlib.suppress(BotoCoreError, ClientError):
             self.client.delete_object(Bucket=self.bucket, Key=key)
-        except (BotoCoreError, ClientError):
-            pass  # best effort cleanup of an orphan; a lifecycle rule catches what this misses
 
     def check(self) -> tuple[bool, float, str | None]:
         started = time.perf_counter()

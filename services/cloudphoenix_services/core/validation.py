@@ -19,8 +19,16 @@ class Fields:
     def fail(self, field: str, message: str) -> None:
         self.errors.append({"field": field, "message": message})
 
-    def text(self, data: dict[str, Any], name: str, *, max_length: int, pattern: re.Pattern[str] | None = None,
-             required: bool = True, prefix: str = "") -> str | None:
+    def text(
+        self,
+        data: dict[str, Any],
+        name: str,
+        *,
+        max_length: int,
+        pattern: re.Pattern[str] | None = None,
+        required: bool = True,
+        prefix: str = "",
+    ) -> str | None:
         value = data.get(name)
         path = prefix + name
         if value is None:

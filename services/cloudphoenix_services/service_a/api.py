@@ -39,12 +39,32 @@ SKU = re.compile(r"[A-Za-z0-9._-]{1,64}")
 CURRENCY = re.compile(r"[A-Z]{3}")
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # visible ASCII, as the IETF draft suggests
 MAX_ITEMS = 100
-COLUMNS = "id, customer_id, currency, items, total_cents, created_at, seq, request_hash"
+# Every query returns the same columns in the same order (_order_json and the row indexes rely on it).
+INSERT_ORDER = (
+    "INSERT INTO orders (id, customer_id, currency, items, total_cents, idempotency_key, request_hash)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+    " RETURNING id, customer_id, currency, items, total_cents, created_at, seq, request_hash"
+)
+SELECT_ORDER_BY_ID = (
+    "SELECT id, customer_id, currency, items, total_cents, created_at, seq, request_hash FROM orders WHERE id = %s"
+)
+SELECT_ORDER_BY_KEY = (
+    "SELECT id, customer_id, currency, items, total_cents, created_at, seq, request_hash FROM orders"
+    " WHERE idempotency_key = %s"
+)
+SELECT_CUSTOMER_ORDERS = (
+    "SELECT id, customer_id, currency, items, total_cents, created_at, seq, request_hash FROM orders"
+    " WHERE customer_id = %s AND seq > %s ORDER BY seq LIMIT %s"
+)
 
 
 def _order_json(row: tuple[Any, ...]) -> dict[str, Any]:
     return {
-        "id": str(row[0]), "customer_id": row[1], "currency": row[2], "items": row[3], "total_cents": row[4],
+        "id": str(row[0]),
+        "customer_id": row[1],
+        "currency": row[2],
+        "items": row[3],
+        "total_cents": row[4],
         "created_at": row[5].isoformat(),
     }
 
@@ -88,17 +108,30 @@ def create_order() -> tuple[dict[str, Any], int, dict[str, str]]:
     def insert(conn: Connection) -> tuple[tuple[Any, ...], bool]:
         with conn.cursor() as cur:
             cur.execute(
-                f"INSERT INTO orders (id, customer_id, currency, items, total_cents, idempotency_key, request_hash)"  # noqa: S608 - constant column list
-                f" VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING {COLUMNS}",
-                (str(order_id), order["customer_id"], order["currency"], Json(order["items"]), total, key, request_hash),
+                INSERT_ORDER,
+                (
+                    str(order_id),
+                    order["customer_id"],
+                    order["currency"],
+                    Json(order["items"]),
+                    total,
+                    key,
+                    request_hash,
+                ),
             )
             row = cur.fetchone()
             if row is not None:
                 return row, False
             if key is not None:
-                cur.execute(f"SELECT {COLUMNS} FROM orders WHERE idempotency_key = %s", (key,))  # noqa: S608
+                cur.execute(
+                    SELECT_ORDER_BY_KEY,
+                    (key,),
+                )
             else:
-                cur.execute(f"SELECT {COLUMNS} FROM orders WHERE id = %s", (str(order_id),))  # noqa: S608
+                cur.execute(
+                    SELECT_ORDER_BY_ID,
+                    (str(order_id),),
+                )
             row = cur.fetchone()
             return row, row is not None and str(row[0]) != str(order_id)
 
@@ -115,7 +148,10 @@ def create_order() -> tuple[dict[str, Any], int, dict[str, str]]:
 def get_order(order_id: uuid.UUID) -> dict[str, Any]:
     def select(conn: Connection) -> tuple[Any, ...] | None:
         with conn.cursor() as cur:
-            cur.execute(f"SELECT {COLUMNS} FROM orders WHERE id = %s", (str(order_id),))  # noqa: S608
+            cur.execute(
+                SELECT_ORDER_BY_ID,
+                (str(order_id),),
+            )
             return cur.fetchone()
 
     row = runtime().db.run(select)
@@ -136,7 +172,7 @@ def list_orders() -> dict[str, Any]:
     def select(conn: Connection) -> list[tuple[Any, ...]]:
         with conn.cursor() as cur:
             cur.execute(
-                f"SELECT {COLUMNS} FROM orders WHERE customer_id = %s AND seq > %s ORDER BY seq LIMIT %s",  # noqa: S608
+                SELECT_CUSTOMER_ORDERS,
                 (customer_id, after, limit + 1),
             )
             return cur.fetchall()

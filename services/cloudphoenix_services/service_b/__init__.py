@@ -8,7 +8,11 @@ from ..core import ServiceSpec, Settings, create_service_app
 from .api import MIGRATIONS, documents
 
 SPEC = ServiceSpec(
-    name="service_b", blueprint=documents, migrations=MIGRATIONS, openapi_package=__name__, needs_bucket=True,
+    name="service_b",
+    blueprint=documents,
+    migrations=MIGRATIONS,
+    openapi_package=__name__,
+    needs_bucket=True,
     default_max_request_bytes=10 * 1024 * 1024,
 )
 

@@ -32,20 +32,40 @@ MIGRATIONS = [
 
 NAME = re.compile(r"[^\x00-\x1f\x7f/\\]{1,255}")  # a file name: no control characters or path separators
 CONTENT_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
-COLUMNS = "id, name, content_type, size_bytes, sha256, created_at, seq, object_key"
+# Every query returns the same columns in the same order (_document_json and the row indexes rely on it).
+INSERT_DOCUMENT = (
+    "INSERT INTO documents (id, name, content_type, size_bytes, sha256, object_key)"
+    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING"
+    " RETURNING id, name, content_type, size_bytes, sha256, created_at, seq, object_key"
+)
+SELECT_DOCUMENT = (
+    "SELECT id, name, content_type, size_bytes, sha256, created_at, seq, object_key FROM documents WHERE id = %s"
+)
+SELECT_DOCUMENTS = (
+    "SELECT id, name, content_type, size_bytes, sha256, created_at, seq, object_key FROM documents"
+    " WHERE seq > %s ORDER BY seq LIMIT %s"
+)
 
 
 def _document_json(row: tuple[Any, ...]) -> dict[str, Any]:
     return {
-        "id": str(row[0]), "name": row[1], "content_type": row[2], "size_bytes": row[3], "sha256": row[4],
-        "created_at": row[5].isoformat(), "content_url": f"/documents/{row[0]}/content",
+        "id": str(row[0]),
+        "name": row[1],
+        "content_type": row[2],
+        "size_bytes": row[3],
+        "sha256": row[4],
+        "created_at": row[5].isoformat(),
+        "content_url": f"/documents/{row[0]}/content",
     }
 
 
 def _find(document_id: uuid.UUID) -> tuple[Any, ...]:
     def select(conn: Connection) -> tuple[Any, ...] | None:
         with conn.cursor() as cur:
-            cur.execute(f"SELECT {COLUMNS} FROM documents WHERE id = %s", (str(document_id),))  # noqa: S608
+            cur.execute(
+                SELECT_DOCUMENT,
+                (str(document_id),),
+            )
             return cur.fetchone()
 
     row = runtime().db.run(select)
@@ -76,13 +96,15 @@ def upload_document() -> tuple[dict[str, Any], int, dict[str, str]]:
     def insert(conn: Connection) -> tuple[Any, ...]:
         with conn.cursor() as cur:
             cur.execute(
-                f"INSERT INTO documents (id, name, content_type, size_bytes, sha256, object_key)"  # noqa: S608
-                f" VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING RETURNING {COLUMNS}",
+                INSERT_DOCUMENT,
                 (str(document_id), name, content_type, len(body), digest, object_key),
             )
             row = cur.fetchone()
             if row is None:  # a retry after an ambiguous commit: our row is there already
-                cur.execute(f"SELECT {COLUMNS} FROM documents WHERE id = %s", (str(document_id),))  # noqa: S608
+                cur.execute(
+                    SELECT_DOCUMENT,
+                    (str(document_id),),
+                )
                 row = cur.fetchone()
             return row
 
@@ -120,9 +142,15 @@ def list_documents() -> dict[str, Any]:
 
     def select(conn: Connection) -> list[tuple[Any, ...]]:
         with conn.cursor() as cur:
-            cur.execute(f"SELECT {COLUMNS} FROM documents WHERE seq > %s ORDER BY seq LIMIT %s", (after, limit + 1))  # noqa: S608
+            cur.execute(
+                SELECT_DOCUMENTS,
+                (after, limit + 1),
+            )
             return cur.fetchall()
 
     rows = runtime().db.run(select)
     page = rows[:limit]
-    return {"items": [_document_json(r) for r in page], "next_cursor": encode_cursor(page[-1][6]) if len(rows) > limit else None}
+    return {
+        "items": [_document_json(r) for r in page],
+        "next_cursor": encode_cursor(page[-1][6]) if len(rows) > limit else None,
+    }
