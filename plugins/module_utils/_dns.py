@@ -656,8 +656,8 @@ def switch(provider, desired, expect=None, check_mode=False, wait=False, wait_se
                 try:  # say what is there now (best effort: the conflict is the news)
                     now = provider.read(keys)
                     exc.details.setdefault("current", [public(now.get(k), k) for k in keys])
-                except (DnsError, OSError):
-                    pass
+                except Exception as err:  # noqa: BLE001 - best effort, the conflict is what gets reported
+                    exc.details.setdefault("current_error", str(err))
                 _annotate_partial(exc, result, index)
                 raise
         except (DnsError, RetryBudgetExceeded) as exc:

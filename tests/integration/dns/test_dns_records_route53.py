@@ -116,11 +116,16 @@ def test_route53_rejecting_a_stale_delete_is_a_conflict() -> None:
         "change_resource_record_sets", service_error_code="InvalidChangeBatch", http_status_code=400,
         service_message=f"[Tried to delete resource record set [name='{ACTIVE}.', type='TXT'] but the values "
                         "provided do not match the current values]")
+    stub.add_response("list_resource_record_sets", {  # the re-read that reports who holds it now
+        "ResourceRecordSets": [{"Name": f"{ACTIVE}.", "Type": "TXT", "TTL": 5,
+                                "ResourceRecords": [{"Value": '"region=west epoch=2 run=other"'}]}],
+        "IsTruncated": False, "MaxItems": "1"})
     args = claim("region=west epoch=2")
-    with stub, pytest.raises(_dns.ConflictError, match="do not match the current values"):
+    with stub, pytest.raises(_dns.ConflictError, match="do not match the current values") as info:
         _dns.switch(Route53Provider(zone=ZONE, client=client), _dns.normalize_records(args["records"], ZONE, 5),
                     expect=_dns.normalize_expect(args["expect"], ZONE))
     stub.assert_no_pending_responses()
+    assert info.value.details["current"][0]["values"] == ['"region=west epoch=2 run=other"']
 
 
 def test_throttling_and_prior_request_not_complete_are_retried() -> None:
