@@ -131,7 +131,8 @@ def validate_region(spec, engine_min=13, engine_max=17):
     db = spec.get("db") or {}
     version = parse_engine_version(db.get("engine_version"))
     if version is None:
-        errors.append("%s: engine_version %r is not a PostgreSQL version (like 15.7)" % (where, db.get("engine_version")))
+        errors.append("%s: engine_version %r is not a PostgreSQL version (like 15.7)"
+                      % (where, db.get("engine_version")))
     elif not engine_min <= version[0] <= engine_max:
         errors.append("%s: engine_version %s is outside the supported range %d to %d"
                       % (where, db.get("engine_version"), engine_min, engine_max))
@@ -153,7 +154,8 @@ def validate_stack(specs, engine_min=13, engine_max=17):
     if engine_min > engine_max:
         errors.append("engine version range is empty: %d > %d" % (engine_min, engine_max))
     if not specs:
-        return errors + ["no regions to provision"]
+        errors.append("no regions to provision")
+        return errors
     for spec in specs:
         errors.extend(validate_region(spec, engine_min, engine_max))
 
@@ -162,7 +164,8 @@ def validate_stack(specs, engine_min=13, engine_max=17):
         errors.append("all regions must share one environment, got %s" % ", ".join(environments))
     primaries = [spec.get("name") for spec in specs if spec.get("role") == "primary"]
     if len(primaries) != 1:
-        errors.append("exactly one region must be primary, got %d (%s)" % (len(primaries), ", ".join(map(str, primaries))))
+        errors.append("exactly one region must be primary, got %d (%s)"
+                      % (len(primaries), ", ".join(map(str, primaries))))
     aws_regions = [spec.get("aws_region") for spec in specs]
     for aws_region in sorted(set(r for r in aws_regions if aws_regions.count(r) > 1 and r)):
         errors.append("aws_region %s is used by more than one region" % aws_region)
@@ -199,7 +202,8 @@ def check_teardown(specs, allow_protected_delete):
         protected = protected_resources(spec)
         if protected:
             errors.append("region %s: refusing to delete protected resources (%s); set "
-                          "aws_infra_allow_protected_delete=true to delete them" % (spec.get("name"), ", ".join(protected)))
+                          "aws_infra_allow_protected_delete=true to delete them"
+                          % (spec.get("name"), ", ".join(protected)))
     return errors
 
 

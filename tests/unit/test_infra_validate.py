@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 
 import pytest
-
 from ansible_collections.cloudphoenix.stack.plugins.module_utils._infra_validate import (
     check_replacements,
     check_teardown,
