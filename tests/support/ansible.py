@@ -95,7 +95,7 @@ class PlaybookRun:
                 in_recap = True
                 continue
             if in_recap and ":" in line:
-                host, _, counters = line.partition(":")
+                host, _sep, counters = line.partition(":")
                 recap[host.strip()] = {
                     key: int(value) for key, value in (pair.split("=") for pair in counters.split())
                 }

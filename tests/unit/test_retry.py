@@ -69,6 +69,6 @@ def test_budget_is_bounded_by_time_and_reports_last_error() -> None:
 
 def test_delays_are_jittered_and_capped() -> None:
     delays = backoff_delays(base=0.1, cap=1.0)
-    values = [next(delays) for _ in range(50)]
+    values = [next(delays) for _attempt in range(50)]
     assert all(0 <= v <= 1.0 for v in values)
     assert len({round(v, 6) for v in values}) > 40  # jitter: not a fixed schedule
