@@ -46,10 +46,12 @@ lint: setup
 	$(BIN)/yamllint -s .
 	$(BIN)/ansible-lint --profile production
 
-## sanity: ansible-test needs the path ansible_collections/cloudphoenix/stack: copy tracked files there
+## sanity: ansible-test needs the path ansible_collections/cloudphoenix/stack: copy the Ansible content there
+# (plugins, roles, playbooks and collection metadata; services/ and tests/ have ruff, bandit and pytest)
+SANITY_CONTENT := galaxy.yml meta plugins roles playbooks changelogs tests/sanity
 sanity: setup
 	@rm -rf $(SANITY_ROOT) && mkdir -p $(SANITY_ROOT)
-	@git ls-files -co --exclude-standard -z | tar --null -T - -cf - | tar -xf - -C $(SANITY_ROOT)
+	@git ls-files -co --exclude-standard -z -- $(SANITY_CONTENT) | tar --null -T - -cf - | tar -xf - -C $(SANITY_ROOT)
 	@cd $(SANITY_ROOT) && git init -q && git add -A  # its own repo: ansible-test lists files with git
 	cd $(SANITY_ROOT) && $(BIN)/ansible-test sanity --venv --python 3.11 --color no $(SANITY_ARGS)
 
