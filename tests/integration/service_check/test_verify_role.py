@@ -82,6 +82,10 @@ def test_region_address_without_dns(inventory, http_server):
     assert run.rc == 0, run.stdout + run.stderr
     assert "all 4 endpoints passed" in run.stdout
     assert f"http://127.0.0.1:{port}/readyz" in run.stdout
+    report = run.stdout[run.stdout.index("Summarise the verification"):]
+    assert "verify_report:" in report
+    assert "all_ok: true" in report
+    assert "target: region" in report
     assert _orders(http_server) == before  # write_read disabled
 
 
