@@ -319,11 +319,27 @@ class DnsProvider:
         return None
 
 
-def retry_call(func, timeout, on_retry=None, base=0.05, cap=1.0):
-    """call_with_retries for provider operations: TransientError is the only retried error."""
+def retry_call(func, timeout, on_retry=None, base=0.05, cap=1.0, provider=None):
+    """call_with_retries for provider operations: TransientError is the only retried error.
+
+    With `provider`, each attempt's DNS query timeout is cut to what is left of the budget, so a
+    hung server makes the call fail close to `timeout`, not one full query timeout later.
+    """
     from ansible_collections.cloudphoenix.stack.plugins.module_utils._retry import call_with_retries
 
-    return call_with_retries(func, lambda exc: isinstance(exc, TransientError), timeout=timeout,
+    attempt = func
+    if provider is not None and getattr(provider, "query_timeout", None):
+        deadline = time.monotonic() + timeout
+        full = provider.query_timeout
+
+        def attempt():
+            provider.query_timeout = max(0.2, min(full, deadline - time.monotonic()))
+            try:
+                return func()
+            finally:
+                provider.query_timeout = full
+
+    return call_with_retries(attempt, lambda exc: isinstance(exc, TransientError), timeout=timeout,
                              base=base, cap=cap, on_retry=on_retry)
 
 
@@ -602,12 +618,12 @@ def switch(provider, desired, expect=None, check_mode=False, wait=False, wait_se
         if log:
             log("retry %d after %s (sleep %.2fs)" % (attempt, exc, delay))
 
-    retry_call(provider.resolve_zone, retry_timeout, note_retry)
+    retry_call(provider.resolve_zone, retry_timeout, note_retry, provider=provider)
     for key in list(desired) + list(expect):
         if not in_zone(key[0], provider.zone):
             raise ValidationError("%s is not in zone %s" % (key_text(key), provider.zone))
     keys = list(dict.fromkeys(list(desired) + list(expect)))
-    current = retry_call(lambda: provider.read(keys), retry_timeout, note_retry)
+    current = retry_call(lambda: provider.read(keys), retry_timeout, note_retry, provider=provider)
     timings["read"] = round(time.monotonic() - started, 4)
     changes = plan_changes(current, desired)
     result = {
@@ -642,7 +658,7 @@ def switch(provider, desired, expect=None, check_mode=False, wait=False, wait_se
             return provider.apply(batch, expect if index == 0 else {})
 
         try:
-            info = retry_call(send, retry_timeout, note_retry)
+            info = retry_call(send, retry_timeout, note_retry, provider=provider)
         except ConflictError as exc:
             # A retried send may have landed before its answer was lost: look before blaming others.
             if attempt["n"] > 1:
