@@ -272,3 +272,18 @@ def test_a_failed_later_batch_says_which_batches_applied() -> None:
     assert "(batches 0..0 were applied; batch 1 and later were not)" in info.value.msg
     assert [b["status"] for b in info.value.details["batches"]] == ["applied", "failed"]
     assert info.value.details["before"][0]["values"] == [EAST]
+
+
+def test_wait_is_insync_then_the_given_servers(r53: dict, lab_bind) -> None:
+    """Route 53 wait: GetChange INSYNC, then every server in wait_servers must answer the new values
+    (a real BIND stands in for an authoritative server here)."""
+    bind = f"{lab_bind.host}:{lab_bind.port}"
+    db = [{"name": f"db.{ZONE}", "type": "A", "ttl": 5, "values": [WEST]}]
+    lagging = run_module("dns_records", r53_args(r53, records=db, wait=True, wait_servers=[bind], wait_timeout=1))
+    assert lagging.failed and lagging.changed
+    assert f"{bind}: db.{ZONE}. A serves {EAST} ttl=5, want {WEST} ttl=5" in lagging["msg"]
+    assert lagging["batches"][0]["change_status"] == "INSYNC"
+    back = [dict(db[0], values=[EAST])]  # what the BIND server serves
+    result = run_module("dns_records", r53_args(r53, records=back, wait=True, wait_servers=[bind]))
+    assert not result.failed and result.changed
+    assert result["wait"] == [{"server": bind, "in_sync": True, "polls": 1, "serves": None}]
