@@ -63,14 +63,17 @@ class Route53Provider(DnsProvider):
         self._batches = []
         self._plan_refs = []
         if client is None:
-            session = boto3.session.Session(
-                aws_access_key_id=access_key, aws_secret_access_key=secret_key, aws_session_token=session_token,
-                profile_name=profile, region_name=region or None)
-            config = botocore.config.Config(
-                retries={"max_attempts": 1, "mode": "standard"},  # our own jittered retries decide
-                connect_timeout=query_timeout, read_timeout=max(query_timeout, 10))
-            client = session.client("route53", endpoint_url=endpoint_url, config=config,
-                                    region_name=region or session.region_name or "us-east-1")
+            try:
+                session = boto3.session.Session(
+                    aws_access_key_id=access_key, aws_secret_access_key=secret_key, aws_session_token=session_token,
+                    profile_name=profile, region_name=region or None)
+                config = botocore.config.Config(
+                    retries={"max_attempts": 1, "mode": "standard"},  # our own jittered retries decide
+                    connect_timeout=query_timeout, read_timeout=max(query_timeout, 10))
+                client = session.client("route53", endpoint_url=endpoint_url, config=config,
+                                        region_name=region or session.region_name or "us-east-1")
+            except (botocore.exceptions.BotoCoreError, ValueError) as exc:
+                raise ValidationError("cannot set up the Route 53 client: %s" % exc) from exc
         self.client = client
 
     # -- error mapping

@@ -279,7 +279,7 @@ def main():
         if params["wait_timeout"] <= 0:
             raise _dns.ValidationError("wait_timeout must be greater than 0")
         provider = build_provider(params)
-    except _dns.ValidationError as exc:
+    except _dns.DnsError as exc:  # ValidationError and client set-up errors: nothing was sent
         module.fail_json(msg=exc.msg, **result)
 
     # 2-4. read, decide, act (unless check mode), wait

@@ -144,7 +144,7 @@ def main():
             [dict(name=r["name"], type=r["type"], values=[]) for r in params["records"]], params["zone"]))
         servers = parse_servers(params["servers"], params["port"])
         provider = build_provider(params)
-    except _dns.ValidationError as exc:
+    except _dns.DnsError as exc:  # ValidationError and client set-up errors: nothing was sent
         module.fail_json(msg=exc.msg)
 
     try:

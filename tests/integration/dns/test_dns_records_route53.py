@@ -287,3 +287,11 @@ def test_wait_is_insync_then_the_given_servers(r53: dict, lab_bind) -> None:
     result = run_module("dns_records", r53_args(r53, records=back, wait=True, wait_servers=[bind]))
     assert not result.failed and result.changed
     assert result["wait"] == [{"server": bind, "in_sync": True, "polls": 1, "serves": None}]
+
+
+def test_unknown_profile_is_a_clear_error(r53: dict) -> None:
+    args = r53_args(r53, records=switch_args(WEST), profile="no-such-profile")
+    del args["access_key"], args["secret_key"]
+    result = run_module("dns_records", args)
+    assert result.failed and "cannot set up the Route 53 client" in result["msg"]
+    assert "no-such-profile" in result["msg"]
