@@ -28,10 +28,10 @@ description:
     C(synchronous_standby_names) first, so the new primary never waits for an absent synchronous standby.
     An unfenced primary is left alone (C(changed=false)).
   - V(fenced) stops an old primary from taking writes. O(strategy=stop) (default) shuts it down
-    (fast, then immediate, then SIGKILL for a hung server); it is the only strategy that no client
-    can undo, and a cleanly stopped node is what C(pg_rewind) wants later. O(strategy=read_only) keeps
-    reads - it sets C(default_transaction_read_only) and terminates client sessions, but a session may
-    still C(SET default_transaction_read_only = off), so it is advisory.
+    (fast, then immediate, then SIGKILL; a SIGSTOPped server is SIGKILLed at once); it is the only
+    strategy that no client can undo, and a cleanly stopped node is what C(pg_rewind) wants later.
+    O(strategy=read_only) keeps reads - it sets C(default_transaction_read_only) and terminates client
+    sessions, but a session may still C(SET default_transaction_read_only = off), so it is advisory.
   - Check mode runs every read and precondition, changes nothing and reports RV(actions) it would
     take; with diff it shows settings, role and conninfo before and after.
 author: CloudPhoenix engineers (@cloudphoenix)
