@@ -58,4 +58,4 @@ def render_with(tmp_path: Path) -> Callable[..., tuple[PlaybookRun, list[tuple[P
 
 
 def by_kind(objects: list[tuple[Path, dict]], kind: str) -> dict[str, dict]:
-    return {doc["metadata"]["name"]: doc for _, doc in objects if doc["kind"] == kind}
+    return {doc["metadata"]["name"]: doc for _path, doc in objects if doc["kind"] == kind}

@@ -40,7 +40,7 @@ def _scan(directory: Path) -> dict:
 
 
 def test_rendered_manifests_pass_every_checkov_check(rendered):
-    directory, _ = rendered
+    directory, _objects = rendered
     report = _scan(directory)
     failed = [f"{c['check_id']} {c['resource']}: {c['check_name']}" for c in report["results"]["failed_checks"]]
     assert failed == []

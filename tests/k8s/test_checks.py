@@ -70,22 +70,22 @@ def _set(spec, path, value):
 
 POLICY_CASES = {
     "min-above-max": (("services", 0, "min_replicas"), 7, "min_replicas (7) is greater than max_replicas (6)"),
-    "malformed-request": (("services", 0, "requests", "cpu"), "500x",
-        "requests.cpu: '500x' is not a Kubernetes quantity"),
-    "malformed-limit": (("services", 1, "limits", "memory"), "1GB!",
-        "limits.memory: '1GB!' is not a Kubernetes quantity"),
-    "request-above-limit": (("services", 0, "requests", "memory"), "1Gi",
-        "requests.memory (1Gi) is greater than limits.memory"),
-    "pdb-min-blocks": (("services", 0, "pdb_min_available"), 2,
-        "pdb_min_available 2 >= the smallest replica count (2)"),
+    "malformed-request": (
+        ("services", 0, "requests", "cpu"), "500x", "requests.cpu: '500x' is not a Kubernetes quantity"),
+    "malformed-limit": (
+        ("services", 1, "limits", "memory"), "1GB!", "limits.memory: '1GB!' is not a Kubernetes quantity"),
+    "request-above-limit": (
+        ("services", 0, "requests", "memory"), "1Gi", "requests.memory (1Gi) is greater than limits.memory"),
+    "pdb-min-blocks": (
+        ("services", 0, "pdb_min_available"), 2, "pdb_min_available 2 >= the smallest replica count (2)"),
     "pdb-percent-blocks": (("services", 0, "pdb_min_available"), "100%", "would block every voluntary eviction"),
     "pdb-zero-unavailable": (("services", 0, "pdb_max_unavailable"), 0, "pdb_max_unavailable 0 would block"),
     "pdb-garbage": (("services", 0, "pdb_max_unavailable"), "one", "neither an integer nor a percentage"),
     "quota-cpu": (("quota", "requests.cpu"), "2", "quota.requests.cpu (2) is smaller than the sum of requests.cpu"),
     "quota-memory": (("quota", "limits.memory"), "4Gi", "quota.limits.memory (4Gi) is smaller than the sum"),
     "quota-pods": (("quota", "pods"), 5, "quota.pods (5) is smaller than the 12 pods"),
-    "quota-malformed": (("quota", "requests.memory"), "4 GiB",
-        "quota.requests.memory: '4 GiB' is not a Kubernetes quantity"),
+    "quota-malformed": (
+        ("quota", "requests.memory"), "4 GiB", "quota.requests.memory: '4 GiB' is not a Kubernetes quantity"),
     "cidr-octet": (("egress", "database", "cidrs"), ["10.10.20.300/24"], "'10.10.20.300/24' is not a valid CIDR"),
     "cidr-host-bits": (("egress", "object_storage", "cidrs"), ["10.10.30.1/24"], "'10.10.30.1/24' is not a valid CIDR"),
     "cidr-no-prefix": (("egress", "database", "cidrs"), ["10.10.20.5"], "write the prefix length"),
@@ -97,10 +97,10 @@ POLICY_CASES = {
     "bad-name": (("services", 0, "name"), "Service_A", "name must be a DNS-1035 label"),
     "bad-namespace": (("namespace",), "Prod", "namespace 'Prod' is not a DNS-1123 label"),
     "bad-psa-version": (("psa_version",), "1.31", "psa_version '1.31' must be 'latest'"),
-    "limit-above-range": (("limit_range", "max", "memory"), "256Mi",
-        "limits.memory (512Mi) is above limit_range.max.memory"),
-    "range-defaults": (("limit_range", "default_request", "cpu"), "1",
-        "default_request.cpu is greater than default.cpu"),
+    "limit-above-range": (
+        ("limit_range", "max", "memory"), "256Mi", "limits.memory (512Mi) is above limit_range.max.memory"),
+    "range-defaults": (
+        ("limit_range", "default_request", "cpu"), "1", "default_request.cpu is greater than default.cpu"),
     "standby-zero": (("services", 1, "standby_replicas"), 0, "standby_replicas (0) must be at least 1"),
 }
 
@@ -134,8 +134,8 @@ WORKLOAD_CASES = {
     "no-tag": (("services", 0, "image"), "ghcr.io/cloudphoenix/service-a", "has neither a tag nor a digest"),
     "latest": (("services", 0, "image"), "ghcr.io/cloudphoenix/service-a:latest", "mutable 'latest' tag"),
     "bad-digest": (("services", 0, "image"), "repo/a@sha256:abc", "malformed digest"),
-    "grace-too-short": (("termination_grace_period_seconds",), 20,
-        "shorter than prestop_sleep_seconds (5) + graceful_timeout (20)"),
+    "grace-too-short": (
+        ("termination_grace_period_seconds",), 20, "shorter than prestop_sleep_seconds (5) + graceful_timeout (20)"),
     "no-prestop": (("prestop_sleep_seconds",), 0, "prestop_sleep_seconds (0) must be at least 1"),
     "probe-path": (("readiness_path",), "readyz", "readiness_path 'readyz' must be an absolute HTTP path"),
     "env-name": (("services", 0, "config"), {"1BAD": "x"}, "config key '1BAD' is not a valid environment variable"),

@@ -13,13 +13,13 @@ from tests.k8s.psa import pod_specs, violations
 
 
 def _pods(objects):
-    return [pod for _, doc in objects for pod in pod_specs(doc)]
+    return [pod for _path, doc in objects for pod in pod_specs(doc)]
 
 
 def test_every_pod_template_meets_restricted_and_the_intent(rendered):
-    _, objects = rendered
+    _directory, objects = rendered
     pods = _pods(objects)
-    assert [where for where, _, _ in pods] == ["Deployment/service-a", "Deployment/service-b"]
+    assert [where for where, _metadata, _spec in pods] == ["Deployment/service-a", "Deployment/service-b"]
     gaps = {where: violations(spec, metadata) for where, metadata, spec in pods}
     assert gaps == {"Deployment/service-a": [], "Deployment/service-b": []}
 
@@ -27,7 +27,7 @@ def test_every_pod_template_meets_restricted_and_the_intent(rendered):
 def test_standby_pods_are_just_as_restricted(render_with):
     run, objects = render_with({"k8s_policies_region_role": "standby", "k8s_workloads_region_role": "standby"})
     assert run.rc == 0, run.stdout
-    assert all(violations(spec, metadata) == [] for _, metadata, spec in _pods(objects))
+    assert all(violations(spec, metadata) == [] for _where, metadata, spec in _pods(objects))
 
 
 def _container(spec):
@@ -74,8 +74,8 @@ MUTATIONS = {
 @pytest.mark.parametrize("name", sorted(MUTATIONS))
 def test_checker_reports_each_gap(rendered, name):
     """Negative control: break one rule in a rendered pod; the checker must name it."""
-    _, objects = rendered
-    (_, metadata, spec), _ = _pods(objects)
+    _directory, objects = rendered
+    (_where, metadata, spec), _second = _pods(objects)
     spec = copy.deepcopy(spec)
     mutate, expected = MUTATIONS[name]
     mutate(spec)

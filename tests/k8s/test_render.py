@@ -36,21 +36,21 @@ def _errors(doc: dict, version: str) -> list[str]:
 
 
 def test_every_expected_object_is_rendered_once(rendered):
-    _, objects = rendered
+    _directory, objects = rendered
     counts: dict[str, int] = {}
-    for _, doc in objects:
+    for _path, doc in objects:
         counts[doc["kind"]] = counts.get(doc["kind"], 0) + 1
     assert counts == EXPECTED
-    names = [(doc["kind"], doc["metadata"]["name"]) for _, doc in objects]
+    names = [(doc["kind"], doc["metadata"]["name"]) for _path, doc in objects]
     assert len(names) == len(set(names))
     assert names[0] == ("Namespace", "cloudphoenix-prod"), "namespace first: kubectl apply -f DIR works too"
-    assert sorted({path.name for path, _ in objects}) == ["k8s_policies.yaml", "k8s_workloads.yaml"]
+    assert sorted({path.name for path, _doc in objects}) == ["k8s_policies.yaml", "k8s_workloads.yaml"]
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 def test_manifests_validate_strictly(rendered, version):
-    _, objects = rendered
-    errors = [error for _, doc in objects for error in _errors(doc, version)]
+    _directory, objects = rendered
+    errors = [error for _path, doc in objects for error in _errors(doc, version)]
     assert errors == []
     assert len(objects) == sum(EXPECTED.values())
 
@@ -58,7 +58,7 @@ def test_manifests_validate_strictly(rendered, version):
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 def test_strict_validation_catches_mistakes(rendered, version):
     """Negative control: the validator used above does reject what a cluster would reject."""
-    _, objects = rendered
+    _directory, objects = rendered
     deployment = copy.deepcopy(by_kind(objects, "Deployment")["service-a"])
     deployment["spec"]["template"]["spec"]["containers"][0]["securityContext"]["runAsNonroot"] = True  # typo
     assert _errors(deployment, version)
@@ -70,18 +70,18 @@ def test_strict_validation_catches_mistakes(rendered, version):
 
 
 def test_namespace_enforces_restricted_with_a_pinned_version(rendered):
-    _, objects = rendered
+    _directory, objects = rendered
     (namespace,) = by_kind(objects, "Namespace").values()
     labels = namespace["metadata"]["labels"]
     for mode in ("enforce", "audit", "warn"):
         assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
         assert labels[f"pod-security.kubernetes.io/{mode}-version"] == "v1.31"
-    namespaced = [doc for _, doc in objects if doc["kind"] != "Namespace"]
+    namespaced = [doc for _path, doc in objects if doc["kind"] != "Namespace"]
     assert {doc["metadata"]["namespace"] for doc in namespaced} == {namespace["metadata"]["name"]}
 
 
 def test_network_policies_deny_by_default_and_allow_only_the_listed_paths(rendered):
-    _, objects = rendered
+    _directory, objects = rendered
     policies = by_kind(objects, "NetworkPolicy")
     deny = policies["default-deny-all"]["spec"]
     assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
@@ -112,7 +112,7 @@ def test_network_policies_deny_by_default_and_allow_only_the_listed_paths(render
 
 
 def test_pdbs_and_autoscalers_match_the_services(rendered):
-    _, objects = rendered
+    _directory, objects = rendered
     pdbs, hpas = by_kind(objects, "PodDisruptionBudget"), by_kind(objects, "HorizontalPodAutoscaler")
     for name in SERVICES:
         assert pdbs[name]["spec"]["maxUnavailable"] == 1
@@ -126,7 +126,7 @@ def test_pdbs_and_autoscalers_match_the_services(rendered):
 
 
 def test_workloads_drain_spread_and_leave_replicas_to_the_autoscaler(rendered):
-    _, objects = rendered
+    _directory, objects = rendered
     configmaps = by_kind(objects, "ConfigMap")
     for name, deployment in by_kind(objects, "Deployment").items():
         assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
@@ -154,7 +154,7 @@ def test_rendered_configmaps_are_accepted_by_the_services_own_settings_loader(re
     """The real services code (cloudphoenix_services.core.config) validates what the pods will get."""
     from cloudphoenix_services.core.config import load_settings
 
-    _, objects = rendered
+    _directory, objects = rendered
     password = tmp_path / "password"
     password.write_text("not-a-real-password\n")
     for name, spec_name in (("service-a", "service_a"), ("service-b", "service_b")):
@@ -180,11 +180,11 @@ def test_dr_standby_runs_warm_with_standby_replicas(render_with):
 
 def test_repoint_changes_the_dsn_and_rolls_the_pods_and_nothing_else(rendered, render_with):
     """What the failover runbook does: the new primary first in the DSN -> new config hash -> rollout."""
-    _, before = rendered
+    _directory, before = rendered
     run, after = render_with({"k8s_workloads_database_hosts": ["db-west.phoenix.internal", "db-east.phoenix.internal"]})
     assert run.rc == 0, run.stdout
     changed = [f"{old['kind']}/{old['metadata']['name']}"
-               for (_, old), (_, new) in zip(before, after, strict=True) if old != new]
+               for (_old_path, old), (_new_path, new) in zip(before, after, strict=True) if old != new]
     assert changed == ["ConfigMap/service-a-config", "Deployment/service-a",
                        "ConfigMap/service-b-config", "Deployment/service-b"]
     dsn = by_kind(after, "ConfigMap")["service-a-config"]["data"]["CLOUDPHOENIX_DB_DSN"]
@@ -212,7 +212,7 @@ def test_render_is_idempotent_and_check_mode_writes_nothing(render_with, tmp_pat
 
 
 def test_render_dir_holds_only_the_two_role_files(rendered):
-    directory, _ = rendered
+    directory, _objects = rendered
     assert sorted(p.name for p in directory.iterdir()) == ["k8s_policies.yaml", "k8s_workloads.yaml"]
     text = (directory / "k8s_policies.yaml").read_text()
     assert text.startswith("---\n") and text.count("\n---\n") + 1 == len(
