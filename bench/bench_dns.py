@@ -2,7 +2,8 @@
 
 `python -m bench dns` prints a table. Each cell is the median of REPEAT module runs (a real
 process started the way AnsiballZ starts a module: interpreter + imports included), switching
-the records back and forth between the east and west addresses. Target: 1000 records take at
+the records back and forth between the east and west addresses; sizes are interleaved per
+round so load spikes on a shared machine hit every size alike. Target: 1000 records take at
 most 2x the time of 1 record. Servers run on free ports (never the lab's).
 """
 
@@ -25,56 +26,58 @@ ADDRESSES = ("127.0.10.1", "127.0.20.1")
 
 
 def _records(count: int, address: str) -> list[dict]:
-    return [{"name": f"h{i}.{ZONE}", "type": "A", "ttl": 5, "values": [address]} for i in range(count)]
+    # each size has its own names, so sizes can be interleaved on one zone
+    return [{"name": f"n{count}-{i}.{ZONE}", "type": "A", "ttl": 5, "values": [address]} for i in range(count)]
 
 
-def _measure(args: dict, count: int) -> dict:
-    walls, inside, batches = [], [], 0
-    assert not run_module("dns_records", {**args, "records": _records(count, ADDRESSES[0])}).failed  # set up
+def _measure(provider: str, args: dict) -> list[tuple]:
+    """Sizes interleaved round by round, so a load spike on the shared machine hits every size alike."""
+    walls: dict[int, list[float]] = {n: [] for n in SIZES}
+    inside: dict[int, list[float]] = {n: [] for n in SIZES}
+    batches: dict[int, int] = {}
+    for count in SIZES:  # set up, not timed
+        assert not run_module("dns_records", {**args, "records": _records(count, ADDRESSES[0])}).failed
     for round_no in range(REPEAT):
         address = ADDRESSES[(round_no + 1) % 2]
-        started = time.monotonic()
-        result = run_module("dns_records", {**args, "records": _records(count, address), "wait": True})
-        walls.append(time.monotonic() - started)
-        if result.failed or not result.changed:
-            raise RuntimeError(f"switch failed: {result.get('msg')}")
-        inside.append(result["timings"]["total"])
-        batches = len(result["batches"])
-    return {"wall": statistics.median(walls), "inside": statistics.median(inside), "batches": batches}
+        for count in SIZES:
+            started = time.monotonic()
+            result = run_module("dns_records", {**args, "records": _records(count, address), "wait": True})
+            walls[count].append(time.monotonic() - started)
+            if result.failed or not result.changed:
+                raise RuntimeError(f"switch failed: {result.get('msg')}")
+            inside[count].append(result["timings"]["total"])
+            batches[count] = len(result["batches"])
+    return [(provider, n, {"wall": statistics.median(walls[n]), "inside": statistics.median(inside[n]),
+                           "batches": batches[n]}) for n in SIZES]
 
 
 def _bind_rows() -> list[tuple]:
-    rows = []
     server = BindServer(base_dir=Path(tempfile.mkdtemp(prefix="cp-bench-bind-", dir="/tmp"))).start()
     try:
-        args = {"provider": "rfc2136", "server": server.host, "port": server.port, "zone": ZONE,
-                "key_name": server.key_name, "key_secret": server.secret}
-        for count in SIZES:
-            rows.append(("BIND 9 (rfc2136)", count, _measure(args, count)))
+        return _measure("BIND 9 (rfc2136)", {
+            "provider": "rfc2136", "server": server.host, "port": server.port, "zone": ZONE,
+            "key_name": server.key_name, "key_secret": server.secret})
     finally:
         server.destroy()
-    return rows
 
 
 def _moto_rows() -> list[tuple]:
-    rows = []
     os.environ.update(MOTO_ENV)
     server = MotoServer().start()
     try:
         server.client("route53").create_hosted_zone(Name=ZONE, CallerReference="bench")
         # switching existing single-value records is an UPSERT: counted twice against Route 53's limit
         # of 1000 ResourceRecord elements per batch, so 1000 records need allow_split (2 batches)
-        args = {"provider": "route53", "zone": ZONE, "endpoint_url": server.endpoint_url, "allow_split": True}
-        for count in SIZES:
-            rows.append(("moto (route53)", count, _measure(args, count)))
+        return _measure("moto (route53)", {"provider": "route53", "zone": ZONE, "endpoint_url": server.endpoint_url,
+                                           "allow_split": True})
     finally:
         server.stop()
-    return rows
 
 
 def run() -> None:
     rows = _bind_rows() + _moto_rows()
-    print(f"switch N A records with wait=true, median of {REPEAT} module runs (process start included)")
+    print(f"switch N A records with wait=true, median of {REPEAT} module runs (process start included),"
+          " sizes interleaved")
     print(f"{'provider':<18} {'records':>7} {'module s':>9} {'in-module s':>12} {'batches':>8} {'x of 1':>7}")
     base = {}
     for provider, count, figures in rows:
