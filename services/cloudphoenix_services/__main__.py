@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     except (ConfigError, OSError) as exc:
         print(json.dumps({"failed": True, "msg": str(exc)}))
+        print(exc, file=sys.stderr)  # readable as is in a playbook's output
         return 2
     if args.command == "check-config":
         print(json.dumps({"changed": False, "msg": f"{spec.name} settings are valid"}))
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         applied = migrate(database, spec.name, spec.migrations)
     except DatabaseError as exc:
         print(json.dumps({"failed": True, "msg": f"{spec.name} migrations: {exc}"}))
+        print(f"{spec.name} migrations: {exc}", file=sys.stderr)
         return 3
     finally:
         database.close()

@@ -99,7 +99,7 @@ def test_gunicorn_refuses_to_start_with_a_bad_setting_and_binds_nothing(app_db, 
         **settings_env(app_db, db_retry_attempts="lots"),
         "CLOUDPHOENIX_BIND": f"127.0.0.1:{port}",
         "CLOUDPHOENIX_METRICS_DIR": str(tmp_path / "m"),
-        "PYTHONPATH": str(SERVICES_DIR),
+        "PYTHONPATH": str(SERVICES_DIR), "PYTHONDONTWRITEBYTECODE": "1",
         "PATH": "/usr/bin:/bin",
     }
     proc = subprocess.run(
@@ -120,7 +120,7 @@ def test_cli_check_config_and_idempotent_migrate(app_db, tmp_path):
     env_file.write_text("".join(f"{k}={v}\n" for k, v in settings_env(app_db).items()))
     run = lambda *args: subprocess.run(  # noqa: E731
         [sys.executable, "-m", "cloudphoenix_services", *args, "--service", "service_a", "--env-file", str(env_file)],
-        env={"PYTHONPATH": str(SERVICES_DIR), "PATH": "/usr/bin:/bin"},
+        env={"PYTHONPATH": str(SERVICES_DIR), "PYTHONDONTWRITEBYTECODE": "1", "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
         check=False,

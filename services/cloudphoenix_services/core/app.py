@@ -34,6 +34,7 @@ from .observability import (
     metrics_response,
     request_id_from_header,
 )
+from .ratelimit import storage_uri
 from .storage import Storage
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -92,7 +93,7 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> F
         get_remote_address,
         app=app,
         default_limits=[settings.rate_limit],
-        storage_uri=settings.rate_limit_storage_uri,
+        storage_uri=storage_uri(settings.rate_limit_storage_uri),
         headers_enabled=False,
         default_limits_exempt_when=lambda: request.endpoint in OPS_ENDPOINTS,
     )

@@ -77,6 +77,18 @@ class Database:
         }
         if settings.db_password is not None:
             self._connect_kwargs["password"] = settings.db_password
+        # Built once: tenacity keeps per-call state in thread-locals, so sharing is safe and cheaper.
+        self._retrying = self._make_retrying(settings.db_retry_attempts)
+        self._once = self._make_retrying(1)
+
+    def _make_retrying(self, attempts: int) -> Retrying:
+        return Retrying(
+            stop=stop_after_attempt(attempts),
+            wait=wait_random_exponential(multiplier=0.05, max=self.settings.db_retry_max_wait_s),  # full jitter
+            retry=retry_if_exception(is_transient),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
 
     def _acquire(self) -> Connection:
         if not self._slots.acquire(timeout=self.settings.db_connect_timeout_s):
@@ -125,14 +137,7 @@ class Database:
 
     def run(self, work: Callable[[Connection], T], *, retry: bool = True) -> T:
         """Run ``work(conn)`` in a transaction, replaying it on transient errors with jittered backoff."""
-        attempts = self.settings.db_retry_attempts if retry else 1
-        retrying = Retrying(
-            stop=stop_after_attempt(attempts),
-            wait=wait_random_exponential(multiplier=0.05, max=self.settings.db_retry_max_wait_s),  # full jitter
-            retry=retry_if_exception(is_transient),
-            before_sleep=self._log_retry,
-            reraise=True,
-        )
+        retrying = self._retrying if retry else self._once
         try:
             for attempt in retrying:
                 with attempt, self.connection() as conn:
