@@ -638,6 +638,7 @@ def switch(provider, desired, expect=None, check_mode=False, wait=False, wait_se
     if expect:
         result["cas"] = "matched" if not mismatched else ("already_applied" if not changes else "conflict")
     if not changes:
+        timings["total"] = timings["read"]
         return result
     if mismatched:
         raise ConflictError(
@@ -648,6 +649,7 @@ def switch(provider, desired, expect=None, check_mode=False, wait=False, wait_se
     batches = provider.plan_batches(changes, expect, allow_split)
     result["batches"] = [{"index": i, "changes": len(b), "status": "planned"} for i, b in enumerate(batches)]
     if check_mode:
+        timings["total"] = round(time.monotonic() - started, 4)
         return result
     applied = []
     for index, batch in enumerate(batches):
