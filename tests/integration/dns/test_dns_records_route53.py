@@ -219,15 +219,30 @@ def test_endpoint_down_is_retried_then_fails_within_the_timeout(r53: dict) -> No
     assert elapsed < 2 + 6  # budget + interpreter and boto3 start on a loaded machine
 
 
-def test_invalid_input_is_rejected_before_any_api_call(r53: dict) -> None:
-    from tests.support.net import port_open
+@pytest.mark.parametrize(("record", "message"), [
+    ({"name": f"api.{ZONE}", "type": "A", "values": ["10.0.0.300"]}, "'10.0.0.300' is not an IPv4 address"),
+    ({"name": f"api.{ZONE}", "type": "A", "ttl": -5, "values": [WEST]}, "ttl -5 must be an integer"),
+    ({"name": "bad_name!.phoenix.test", "type": "A", "values": [WEST]}, "may only hold letters"),
+    ({"name": "api.example.com", "type": "A", "values": [WEST]}, "is not in zone phoenix.test."),
+])
+def test_invalid_input_is_rejected_before_any_api_call(r53: dict, record: dict, message: str) -> None:
+    import socket
 
-    closed = free_port()
-    result = run_module("dns_records", r53_args(r53, endpoint_url=f"http://127.0.0.1:{closed}", records=[
-        {"name": f"api.{ZONE}", "type": "A", "values": ["10.0.0.300"]}]))
-    # the message is about the value, not about an unreachable endpoint: nothing was tried
-    assert result.failed and "'10.0.0.300' is not an IPv4 address" in result["msg"]
-    assert not port_open("127.0.0.1", closed)
+    listener = socket.socket()  # an "endpoint" that remembers whether anyone called
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.setblocking(False)
+    before = r53_records(r53)
+    try:
+        result = run_module("dns_records", r53_args(
+            r53, endpoint_url=f"http://127.0.0.1:{listener.getsockname()[1]}", records=[*switch_args(WEST), record]))
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+    finally:
+        listener.close()
+    assert result.failed and not result.changed
+    assert message in result["msg"], result["msg"]
+    assert r53_records(r53) == before
 
 
 def test_aws_secrets_never_printed(r53: dict) -> None:
