@@ -340,7 +340,7 @@ def test_wait_failure_still_returns_before_for_rollback(lab_bind: BindServer) ->
     assert served(lab_bind, f"api.{ZONE}") == (5, [EAST])
 
 
-def test_hmac_sha512_key(tmp_path) -> None:
+def test_hmac_sha512_key() -> None:
     import tempfile
     from pathlib import Path
 
