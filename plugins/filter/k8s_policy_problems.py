@@ -21,7 +21,7 @@ options:
   _input:
     description:
       - The role's variables without the C(k8s_policies_) prefix, as a dictionary with the keys
-        C(namespace), C(psa_version), C(region_role), C(services), C(ingress_namespace),
+        C(namespace), C(psa_version), C(region_role), C(services), C(ingress_namespace), C(monitoring_namespace),
         C(egress), C(quota) and C(limit_range).
     type: dict
     required: true
@@ -43,11 +43,11 @@ _value:
   elements: str
 """
 
-from ansible.errors import AnsibleFilterError  # noqa: E402
-from ansible.module_utils.common.collections import is_sequence  # noqa: E402
-from ansible.module_utils.six import string_types  # noqa: E402
+from ansible.errors import AnsibleFilterError
+from ansible.module_utils.common.collections import is_sequence
+from ansible.module_utils.six import string_types
 
-from ansible_collections.cloudphoenix.stack.plugins.module_utils._k8s import policy_problems  # noqa: E402
+from ansible_collections.cloudphoenix.stack.plugins.module_utils._k8s import policy_problems
 
 
 def k8s_policy_problems(spec):

@@ -44,11 +44,11 @@ _value:
   elements: str
 """
 
-from ansible.errors import AnsibleFilterError  # noqa: E402
-from ansible.module_utils.common.collections import is_sequence  # noqa: E402
-from ansible.module_utils.six import string_types  # noqa: E402
+from ansible.errors import AnsibleFilterError
+from ansible.module_utils.common.collections import is_sequence
+from ansible.module_utils.six import string_types
 
-from ansible_collections.cloudphoenix.stack.plugins.module_utils._k8s import workload_problems  # noqa: E402
+from ansible_collections.cloudphoenix.stack.plugins.module_utils._k8s import workload_problems
 
 
 def k8s_workload_problems(spec):

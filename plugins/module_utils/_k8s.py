@@ -220,6 +220,9 @@ def policy_problems(spec):
     ingress = spec.get("ingress_namespace")
     if not _DNS1123_RE.match(str(ingress or "")):
         problems.append("ingress_namespace %r is not a DNS-1123 label" % (ingress,))
+    monitoring = spec.get("monitoring_namespace")
+    if monitoring and not _DNS1123_RE.match(str(monitoring)):
+        problems.append("monitoring_namespace %r is not a DNS-1123 label" % (monitoring,))
     egress = spec.get("egress") or {}
     for target in ("dns", "database", "object_storage"):
         rule = egress.get(target) or {}

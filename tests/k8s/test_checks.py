@@ -101,6 +101,7 @@ POLICY_CASES = {
         ("limit_range", "max", "memory"), "256Mi", "limits.memory (512Mi) is above limit_range.max.memory"),
     "range-defaults": (
         ("limit_range", "default_request", "cpu"), "1", "default_request.cpu is greater than default.cpu"),
+    "bad-monitoring-namespace": (("monitoring_namespace",), "Mon", "monitoring_namespace 'Mon' is not a DNS-1123"),
     "standby-zero": (("services", 1, "standby_replicas"), 0, "standby_replicas (0) must be at least 1"),
 }
 

@@ -217,3 +217,20 @@ def test_render_dir_holds_only_the_two_role_files(rendered):
     text = (directory / "k8s_policies.yaml").read_text()
     assert text.startswith("---\n") and text.count("\n---\n") + 1 == len(
         [doc for doc in yaml.safe_load_all(text) if doc])
+
+
+def test_monitoring_namespace_may_scrape_the_service_ports(render_with):
+    run, objects = render_with({"k8s_policies_monitoring_namespace": "monitoring",
+                                "k8s_policies_monitoring_pod_labels": {"app.kubernetes.io/name": "prometheus"}})
+    assert run.rc == 0, run.stdout
+    policies = by_kind(objects, "NetworkPolicy")
+    for name, port in (("service-a", 8080), ("service-b", 8081)):
+        rules = policies[f"{name}-ingress"]["spec"]["ingress"]
+        scrapers = [rule for rule in rules
+                    if rule["from"][0].get("namespaceSelector", {}).get("matchLabels")
+                    == {"kubernetes.io/metadata.name": "monitoring"}]
+        assert len(scrapers) == 1
+        assert scrapers[0]["from"][0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
+        assert scrapers[0]["ports"] == [{"port": port, "protocol": "TCP"}]
+    for version in K8S_VERSIONS:
+        assert [e for _path, doc in objects for e in _errors(doc, version)] == []
