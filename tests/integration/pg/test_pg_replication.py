@@ -137,6 +137,17 @@ def test_standby_clone_check_mode_streams_idempotent_and_info(pg_factory, east, 
 
     dead = run("pg_replication_info", {"listen_address": "127.0.0.1", "port": free_port(), "connect_timeout": 2})
     assert not dead.failed and dead["reachable"] is False and "unreachable" in dead["error"]
+
+    # Repoint a running standby (new application_name): ALTER SYSTEM + reload, no restart.
+    postmaster = west.postmaster_pid()
+    renamed = run("pg_replication", {**args, "application_name": "west_dr"}, diff=True)
+    assert not renamed.failed and renamed.changed and renamed["plan"] == "reconfigure", renamed.get("msg")
+    assert "application_name=west_dr" in renamed["diff"]["after"]["primary_conninfo"]
+    assert "application_name=west" in renamed["diff"]["before"]["primary_conninfo"]
+    assert west.postmaster_pid() == postmaster
+    wait_until(lambda: east.query("SELECT application_name FROM pg_stat_replication") == [("west_dr",)],
+               message="east sees the renamed standby")
+    assert not run("pg_replication", {**args, "application_name": "west_dr"}).changed
     run.assert_no_secrets(*server_logs(east, west))
 
 
