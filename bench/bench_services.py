@@ -119,8 +119,8 @@ def _start(argv: list[str], env: dict[str, str], port: int, log: Path) -> subpro
     process = subprocess.Popen(
         argv,
         env=env,
-        stdout=open(log, "wb"),
-        stderr=subprocess.STDOUT,  # noqa: SIM115
+        stdout=open(log, "wb"),  # noqa: SIM115 - lives as long as the process
+        stderr=subprocess.STDOUT,
         start_new_session=True,
         cwd=REPO,
     )

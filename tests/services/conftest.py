@@ -145,7 +145,13 @@ class Gunicorn:
 
     def start(self, log_path: Path, timeout: float = 30) -> Gunicorn:
         self.log_path = log_path
-        env = {**os.environ, **self.env, "CLOUDPHOENIX_BIND": f"127.0.0.1:{self.port}", "PYTHONPATH": str(SERVICES_DIR), "PYTHONDONTWRITEBYTECODE": "1"}
+        env = {
+            **os.environ,
+            **self.env,
+            "CLOUDPHOENIX_BIND": f"127.0.0.1:{self.port}",
+            "PYTHONPATH": str(SERVICES_DIR),
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", str(SERVICES_DIR / "gunicorn.conf.py")],
             env=env,

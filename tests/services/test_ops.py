@@ -99,7 +99,8 @@ def test_gunicorn_refuses_to_start_with_a_bad_setting_and_binds_nothing(app_db, 
         **settings_env(app_db, db_retry_attempts="lots"),
         "CLOUDPHOENIX_BIND": f"127.0.0.1:{port}",
         "CLOUDPHOENIX_METRICS_DIR": str(tmp_path / "m"),
-        "PYTHONPATH": str(SERVICES_DIR), "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONPATH": str(SERVICES_DIR),
+        "PYTHONDONTWRITEBYTECODE": "1",
         "PATH": "/usr/bin:/bin",
     }
     proc = subprocess.run(
@@ -118,13 +119,25 @@ def test_gunicorn_refuses_to_start_with_a_bad_setting_and_binds_nothing(app_db, 
 def test_cli_check_config_and_idempotent_migrate(app_db, tmp_path):
     env_file = tmp_path / "service_a.env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in settings_env(app_db).items()))
-    run = lambda *args: subprocess.run(  # noqa: E731
-        [sys.executable, "-m", "cloudphoenix_services", *args, "--service", "service_a", "--env-file", str(env_file)],
-        env={"PYTHONPATH": str(SERVICES_DIR), "PYTHONDONTWRITEBYTECODE": "1", "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "cloudphoenix_services",
+                *args,
+                "--service",
+                "service_a",
+                "--env-file",
+                str(env_file),
+            ],
+            env={"PYTHONPATH": str(SERVICES_DIR), "PYTHONDONTWRITEBYTECODE": "1", "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
     assert json.loads(run("check-config").stdout)["changed"] is False
     app_db.cluster.execute("DROP TABLE IF EXISTS orders", dbname="phoenix")
     app_db.cluster.execute("DELETE FROM schema_migrations WHERE service = 'service_a'", dbname="phoenix")

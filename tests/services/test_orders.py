@@ -125,7 +125,7 @@ def test_rate_limit_returns_429_problem(app_db, make_settings):
     app = service_a.create_app(make_settings("service_a", rate_limit="3 per minute"))
     client = app.test_client()
     try:
-        statuses = [client.get(f"/orders/{uuid.uuid4()}").status_code for _ in range(4)]
+        statuses = [client.get(f"/orders/{uuid.uuid4()}").status_code for _attempt in range(4)]
         assert statuses == [404, 404, 404, 429]
         limited = client.get(f"/orders/{uuid.uuid4()}")
         assert limited.mimetype == "application/problem+json" and int(limited.headers["Retry-After"]) >= 1

@@ -130,7 +130,7 @@ class Fence:
         return True, "lease held", 0
 
     def describe(self) -> dict[str, object]:
-        allowed, reason, _ = self.writes_allowed()
+        allowed, reason, _retry_after = self.writes_allowed()
         state = self._state
         return {
             "enabled": self.enabled,
