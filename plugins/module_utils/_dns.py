@@ -361,7 +361,7 @@ class Answer:
         self.rrs = rrs
 
 
-def _name_wire(name):
+def name_wire(name):
     """Wire form of a validated absolute name (letters, digits, '-', '_', '*': no escapes needed)."""
     labels = [label.encode("ascii") for label in name.rstrip(".").split(".")] if name != "." else []
     return b"".join(struct.pack("!B", len(label)) + label for label in labels) + b"\0"
@@ -370,7 +370,7 @@ def _name_wire(name):
 def _query_wire(qid, key):
     name, rtype = key
     # header: id, flags 0 (no RD: we ask authorities), 1 question
-    body = struct.pack("!HHHHHH", qid, 0, 1, 0, 0, 0) + _name_wire(name) + struct.pack(
+    body = struct.pack("!HHHHHH", qid, 0, 1, 0, 0, 0) + name_wire(name) + struct.pack(
         "!HH", _rdtype(rtype), 1)
     return struct.pack("!H", len(body)) + body
 

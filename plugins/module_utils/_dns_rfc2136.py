@@ -12,7 +12,9 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import binascii
+import random
 import socket
+import struct
 import time
 import traceback
 
@@ -26,6 +28,7 @@ from ansible_collections.cloudphoenix.stack.plugins.module_utils._dns import (
     absolute_name,
     in_zone,
     key_text,
+    name_wire,
     query_many,
     read_from_server,
     server_label,
@@ -38,13 +41,11 @@ try:
     import dns.name
     import dns.query
     import dns.rcode
+    import dns.rdata
     import dns.rdataclass
-    import dns.rdataset
     import dns.rdatatype
-    import dns.rdtypes.IN.A
-    import dns.rdtypes.IN.AAAA
+    import dns.rdtypes.ANY.TSIG
     import dns.tsig
-    import dns.update
     HAS_DNSPYTHON = True
     DNSPYTHON_IMPORT_ERROR = None
 except ImportError:
@@ -96,48 +97,30 @@ class Rfc2136Provider(DnsProvider):
     def read(self, keys):
         return read_from_server(self.server, keys, timeout=self.query_timeout)
 
-    def build_update(self, changes, expect):
-        update = dns.update.UpdateMessage(self.zone, keyring=self.keyring, keyname=self.key_name,
-                                          keyalgorithm=self.key_algorithm or dns.tsig.default_algorithm)
-        for (name, rtype), wanted in expect.items():
-            if wanted is None:
-                update.absent(name, rtype)
-            else:
-                update.present(name, _rdataset(rtype, 0, wanted["values"]))
-        for change in changes:
-            name, rtype = change["key"]
-            after = change["after"]
-            if after is None:
-                update.delete(name, rtype)
-            else:
-                update.replace(name, _rdataset(rtype, after["ttl"], after["values"]))
-        return update
+    def encode(self, changes, expect):
+        """The unsigned UPDATE message (see encode_update)."""
+        return encode_update(self.zone, changes, expect, random.SystemRandom().randrange(65536))
 
     def plan_batches(self, changes, expect, allow_split):
         for change in changes:
             if not in_zone(change["key"][0], self.zone):
                 raise ValidationError("%s is not in zone %s" % (key_text(change["key"]), self.zone))
-        update = self.build_update(changes, expect)
-        try:
-            wire = update.to_wire()  # signed; reused by the first send (a retry signs afresh)
-        except dns.exception.TooBig:
+        wire = self.encode(changes, expect)
+        if len(wire) + TSIG_ROOM > MAX_MESSAGE:
             raise ValidationError(
-                "the change (%d records) needs an UPDATE message over the %d-byte DNS limit: it cannot be "
-                "applied atomically; send fewer records per call" % (len(changes), MAX_MESSAGE)) from None
-        self._prepared = (id(changes), update, wire)
+                "the change (%d records) needs an UPDATE message of %d bytes, over the %d-byte DNS limit: it cannot "
+                "be applied atomically; send fewer records per call" % (len(changes), len(wire), MAX_MESSAGE))
+        self._prepared = (id(changes), wire)
         return [changes]
 
     def apply(self, batch, expect):
         started = time.monotonic()
-        prepared, self._prepared = self._prepared, None
-        if prepared is not None and prepared[0] == id(batch):
-            update, wire = prepared[1], prepared[2]
-        else:
-            update = self.build_update(batch, expect)
-            wire = None
-        response = self._send(update, wire)
+        prepared = self._prepared
+        wire = prepared[1] if prepared is not None and prepared[0] == id(batch) else self.encode(batch, expect)
+        response = self._send(wire)
         rcode = dns.rcode.to_text(response.rcode())
         if rcode == "NOERROR":
+            self._prepared = None
             return {"rcode": rcode, "seconds": round(time.monotonic() - started, 4)}
         if rcode in _CONFLICT_RCODES and expect:
             raise ConflictError("compare-and-swap failed on the server (prerequisite not met, rcode %s): "
@@ -171,15 +154,19 @@ class Rfc2136Provider(DnsProvider):
         return list(dict.fromkeys(servers)) or [self.server]
 
     # -- transport
-    def _send(self, update, wire=None):
+    def _send(self, wire):
+        """Sign (fresh time for every attempt) and send one UPDATE over TCP; returns the verified answer."""
+        request_mac = b""
+        if self.keyring is not None:
+            wire, request_mac = sign_update(wire, self.key_name, self.keyring[self.key_name])
         expiration = time.time() + self.query_timeout
         try:
             sock = socket.create_connection(self.server, timeout=self.query_timeout)
         except OSError as exc:
             raise TransientError("%s unreachable: %s" % (server_label(self.server), exc)) from exc
         try:
-            dns.query.send_tcp(sock, wire if wire is not None else update, expiration)
-            received = dns.query.receive_tcp(sock, expiration, keyring=update.keyring, request_mac=update.mac)
+            dns.query.send_tcp(sock, wire, expiration)
+            received = dns.query.receive_tcp(sock, expiration, keyring=self.keyring, request_mac=request_mac)
             return received[0]
         except dns.tsig.PeerError as exc:
             raise DnsError("update of zone %s rejected by %s: TSIG %s (wrong key name, secret or algorithm)"
@@ -193,15 +180,80 @@ class Rfc2136Provider(DnsProvider):
             sock.close()
 
 
-def _rdataset(rtype, ttl, values):
-    """An Rdataset from canonical values; A/AAAA built directly (the text parser is the slow part at 1000s)."""
+_CLASS_IN, _CLASS_NONE, _CLASS_ANY = 1, 254, 255
+_OPCODE_UPDATE = 5 << 11
+TSIG_ROOM = 400  # bytes kept free for the TSIG record (key name + algorithm + a 64-byte MAC fit easily)
+
+
+def _rdata_wire(rtype, value):
     if rtype == "A":
-        rdatas = [dns.rdtypes.IN.A.A(dns.rdataclass.IN, dns.rdatatype.A, v) for v in values]
-    elif rtype == "AAAA":
-        rdatas = [dns.rdtypes.IN.AAAA.AAAA(dns.rdataclass.IN, dns.rdatatype.AAAA, v) for v in values]
-    else:
-        return dns.rdataset.from_text_list("IN", rtype, ttl, values)
-    return dns.rdataset.from_rdata_list(ttl, rdatas)
+        return socket.inet_aton(value)
+    if rtype == "AAAA":
+        return socket.inet_pton(socket.AF_INET6, value)
+    return dns.rdata.from_text(dns.rdataclass.IN, rtype, value, origin=dns.name.root, relativize=False).to_wire()
+
+
+def encode_update(zone, changes, expect, msg_id):
+    """An unsigned RFC 2136 UPDATE in wire form, built directly (dnspython's builder costs ~0.1 s per
+    1000 records). Owner names are compressed against the zone name at offset 12 and against their
+    first occurrence. `expect` becomes prerequisites: value-dependent "RRset exists" (class IN,
+    TTL 0) or "RRset does not exist" (class NONE); each change deletes the RRset (class ANY) and,
+    unless it is a deletion, adds the new RRs. The names were validated by _dns.absolute_name.
+    """
+    out = bytearray(struct.pack("!HHHHHH", msg_id, _OPCODE_UPDATE, 1, 0, 0, 0))
+    out += name_wire(zone) + struct.pack("!HH", int(dns.rdatatype.SOA), _CLASS_IN)
+    first = {}
+
+    def put_owner(name):
+        if name in first:
+            out.extend(struct.pack("!H", 0xC000 | first[name]))
+            return
+        if len(out) < 0x3FFF:
+            first[name] = len(out)
+        relative = name[:-len(zone)].rstrip(".") if name != zone else ""
+        for label in relative.split(".") if relative else []:
+            out.extend(struct.pack("!B", len(label)) + label.encode("ascii"))
+        out.extend(b"\xc0\x0c")  # the zone name in the zone section
+
+    prerequisites = updates = 0
+    for (name, rtype), wanted in expect.items():
+        rdtype = int(dns.rdatatype.from_text(rtype))
+        if wanted is None:
+            put_owner(name)
+            out += struct.pack("!HHIH", rdtype, _CLASS_NONE, 0, 0)
+            prerequisites += 1
+            continue
+        for value in wanted["values"]:
+            rdata = _rdata_wire(rtype, value)
+            put_owner(name)
+            out += struct.pack("!HHIH", rdtype, _CLASS_IN, 0, len(rdata)) + rdata
+            prerequisites += 1
+    for change in changes:
+        (name, rtype), after = change["key"], change["after"]
+        rdtype = int(dns.rdatatype.from_text(rtype))
+        put_owner(name)
+        out += struct.pack("!HHIH", rdtype, _CLASS_ANY, 0, 0)
+        updates += 1
+        for value in after["values"] if after is not None else []:
+            rdata = _rdata_wire(rtype, value)
+            put_owner(name)
+            out += struct.pack("!HHIH", rdtype, _CLASS_IN, after["ttl"], len(rdata)) + rdata
+            updates += 1
+    struct.pack_into("!HH", out, 6, prerequisites, updates)
+    return bytes(out)
+
+
+def sign_update(wire, key_name, key):
+    """Append a TSIG record (RFC 8945) to an unsigned message; returns (signed wire, request MAC)."""
+    msg_id = struct.unpack("!H", wire[:2])[0]
+    unsigned = dns.rdtypes.ANY.TSIG.TSIG(dns.rdataclass.ANY, dns.rdatatype.TSIG, key.algorithm, 0, 300, b"",
+                                         msg_id, 0, b"")
+    signed = dns.tsig.sign(wire, key, unsigned, int(time.time()), b"")[0]
+    rdata = signed.to_wire()
+    tsig_rr = key_name.to_wire() + struct.pack("!HHIH", int(dns.rdatatype.TSIG), _CLASS_ANY, 0, len(rdata)) + rdata
+    out = bytearray(wire + tsig_rr)
+    struct.pack_into("!H", out, 10, 1)  # ARCOUNT
+    return bytes(out), signed.mac
 
 
 def _tsig_error(exc):
