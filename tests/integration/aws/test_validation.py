@@ -1,6 +1,6 @@
 """Every validation rule stops the run before any AWS call.
 
-The inventory points at a closed port: any AWS call would fail with a connection error, and the
+The inventory points at a closed port: any AWS call would fail ("Unable to describe VPCs"), and the
 first AWS task ("Discover ...") would show up in the output. Each case asserts its message, that
 neither happened and that nothing changed. `test_closed_port_would_fail_loudly` shows that the
 closed port really does catch an AWS call.
@@ -15,7 +15,7 @@ from tests.support.ansible import run_playbook
 from .conftest import PROVISION, TEARDOWN
 
 FIRST_AWS_TASK = "TASK [cloudphoenix.stack.aws_infra : Discover"
-CONNECTION_ERROR = "Could not connect to the endpoint URL"
+CALL_FAILED = "Unable to describe VPCs"  # the first AWS call, failing on the closed port
 
 
 def play(inventory, playbook=PROVISION, **extra_vars):
@@ -74,7 +74,7 @@ def test_validation_rule_stops_before_any_aws_call(dead_inventory, case):
     assert run.rc != 0
     assert message in run.stdout, run.stdout[-5000:]
     assert FIRST_AWS_TASK not in run.stdout
-    assert CONNECTION_ERROR not in run.stdout
+    assert CALL_FAILED not in run.stdout
     assert run.total("changed") == 0
 
 
@@ -94,7 +94,7 @@ def test_teardown_of_protected_stack_refused_before_any_aws_call(dead_inventory)
     assert ("region east: refusing to delete protected resources (database (deletion protection), documents bucket "
             "(production data)); set aws_infra_allow_protected_delete=true to delete them") in run.stdout
     assert "TASK [cloudphoenix.stack.aws_infra : Read the database" not in run.stdout
-    assert CONNECTION_ERROR not in run.stdout
+    assert CALL_FAILED not in run.stdout
 
 
 def test_closed_port_would_fail_loudly(dead_inventory):
@@ -102,4 +102,4 @@ def test_closed_port_would_fail_loudly(dead_inventory):
     run = play(dead_inventory)
     assert run.rc != 0
     assert FIRST_AWS_TASK in run.stdout
-    assert CONNECTION_ERROR in run.stdout, run.stdout[-3000:]
+    assert CALL_FAILED in run.stdout, run.stdout[-3000:]
