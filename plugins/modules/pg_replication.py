@@ -319,11 +319,11 @@ lag_bytes:
   sample: 0
 """
 
-import time  # noqa: E402
+import time
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.cloudphoenix.stack.plugins.module_utils._pg import (  # noqa: E402
+from ansible_collections.cloudphoenix.stack.plugins.module_utils._pg import (
     DRIVER_ERRORS,
     HAS_PSYCOPG2,
     PSYCOPG2_IMPORT_ERROR,
@@ -332,7 +332,7 @@ from ansible_collections.cloudphoenix.stack.plugins.module_utils._pg import (  #
     PgError,
     gather_info,
 )
-from ansible_collections.cloudphoenix.stack.plugins.module_utils._pg_replication import (  # noqa: E402
+from ansible_collections.cloudphoenix.stack.plugins.module_utils._pg_replication import (
     DEFAULT_MAX_LAG_BYTES,
     ensure_fenced,
     ensure_primary,

@@ -156,9 +156,9 @@ slots:
   elements: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.cloudphoenix.stack.plugins.module_utils._pg import (  # noqa: E402
+from ansible_collections.cloudphoenix.stack.plugins.module_utils._pg import (
     HAS_PSYCOPG2,
     PSYCOPG2_IMPORT_ERROR,
     Node,
