@@ -1,0 +1,405 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The failover runbook's logic: the fencing record, run ownership, the plan, the report.
+
+Pure functions (no Ansible, no network) except the probes at the end, so the unit tests
+cover every decision. Used by the failover_preflight and failover_report modules.
+
+The fencing record is a TXT value ``region=<name> epoch=<n> run=<owner>``. The services read
+``region`` (and ignore other words); the runbook compare-and-swaps the whole value, so two runs
+that read the same value cannot both claim. ``run`` names the claiming ansible-playbook process
+(``host/pid/start``): a later run that finds an unfinished claim continues it only when that
+process is gone (an interrupted run), and stops when it still runs (a concurrent run).
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import os
+import socket
+import struct
+import time
+
+ACTIVE_WORDS = ("region", "epoch", "run")
+
+
+class PreflightError(Exception):
+    """The failover must not start (or continue); nothing was changed."""
+
+    def __init__(self, msg, **details):
+        super(PreflightError, self).__init__(msg)
+        self.msg = msg
+        self.details = details
+
+
+# ------------------------------------------------------------------ the fencing record
+
+def unquote_txt(value):
+    """'"region=east epoch=1"' (presentation form, maybe split in strings) -> 'region=east epoch=1'."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.startswith('"'):
+        parts = []
+        inside = False
+        current = []
+        escaped = False
+        for char in text:
+            if escaped:
+                current.append(char)
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                if inside:
+                    parts.append("".join(current))
+                    current = []
+                inside = not inside
+            elif inside:
+                current.append(char)
+        return "".join(parts)
+    return text
+
+
+def parse_active(text):
+    """'region=west epoch=2 run=h/1/2' -> {'region': 'west', 'epoch': 2, 'run': 'h/1/2'}.
+
+    Unknown words are ignored (as the services do); a missing or non-numeric epoch is 0.
+    """
+    fields = {}
+    for word in (unquote_txt(text) or "").split():
+        if "=" in word:
+            key, value = word.split("=", 1)
+            fields[key] = value
+    epoch = fields.get("epoch", "")
+    return {
+        "region": fields.get("region") or None,
+        "epoch": int(epoch) if epoch.isdigit() else 0,
+        "run": fields.get("run") or None,
+    }
+
+
+def format_active(region, epoch, run=None):
+    words = ["region=%s" % region, "epoch=%d" % int(epoch)]
+    if run:
+        words.append("run=%s" % run)
+    return " ".join(words)
+
+
+# ------------------------------------------------------------------ run ownership
+
+def _proc_stat(pid):
+    """(parent pid, start time in clock ticks, command name) of a process, or None."""
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            data = handle.read()
+    except (OSError, IOError):
+        return None
+    name = data[data.index("(") + 1:data.rindex(")")]
+    rest = data[data.rindex(")") + 2:].split()
+    return int(rest[1]), rest[19], name
+
+
+def _cmdline(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode("utf-8", "replace")
+    except (OSError, IOError):
+        return ""
+
+
+def find_playbook_process(pid=None, marker="ansible-playbook"):
+    """The ansible-playbook process this module runs under: 'pid/start', or None (not found)."""
+    pid = pid or os.getpid()
+    for _hop in range(12):
+        stat = _proc_stat(pid)
+        if stat is None:
+            return None
+        parent, start, _name = stat
+        if marker in _cmdline(pid):
+            return "%d/%s" % (pid, start)
+        if parent <= 1:
+            return None
+        pid = parent
+    return None
+
+
+def run_owner(hostname=None, pid=None):
+    """This run's identity for the fencing record: '<host>/<pid>/<start>' (pid of ansible-playbook)."""
+    host = (hostname or socket.gethostname()).split(".")[0] or "controller"
+    process = find_playbook_process(pid) or "%d/%s" % (os.getpid(), int(time.time()))
+    return "%s/%s" % (host, process)
+
+
+def owner_alive(owner, hostname=None):
+    """True when `owner` is a live process on this host, None when it is on another host (unknown)."""
+    if not owner:
+        return False
+    parts = owner.split("/")
+    if len(parts) != 3 or not parts[1].isdigit():
+        return None
+    host = (hostname or socket.gethostname()).split(".")[0] or "controller"
+    if parts[0] != host:
+        return None
+    stat = _proc_stat(int(parts[1]))
+    return stat is not None and stat[1] == parts[2]
+
+
+# ------------------------------------------------------------------ LSN arithmetic
+
+def lsn_to_int(lsn):
+    if not lsn:
+        return None
+    high, low = lsn.split("/")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
+def lag_between(reference, received):
+    ref, got = lsn_to_int(reference), lsn_to_int(received)
+    if ref is None or got is None:
+        return None
+    return max(0, ref - got)
+
+
+# ------------------------------------------------------------------ the plan
+
+def standby_lag(old, new):
+    """(lag bytes, reference lsn, source) of the new primary-to-be against the newest known primary position."""
+    received = max([lsn for lsn in (new.get("receive_lsn"), new.get("replay_lsn")) if lsn] or [None],
+                   key=lambda value: lsn_to_int(value) or 0)
+    if old.get("reachable") and old.get("role") == "primary" and old.get("current_lsn"):
+        return lag_between(old["current_lsn"], received), old["current_lsn"], "primary"
+    reported = new.get("primary_reported_lsn")
+    if reported:
+        return lag_between(reported, received), reported, "wal receiver"
+    return None, None, "unknown"
+
+
+def decide(target, regions, active_text, dns_current, dns_desired, old_services_listening,
+           max_data_loss_bytes, allow_data_loss, owner, owner_alive_fn=owner_alive, mode="failover",
+           takeover=False):
+    """The failover plan, or PreflightError (nothing changed) when it must not start.
+
+    regions: {name: pg probe dict (reachable, role, read_only, current_lsn, receive_lsn, ...)}
+    dns_current/dns_desired: {key: values tuple or None} for the public records.
+    old_services_listening: {region: [ports that accept connections]}.
+    """
+    if target not in regions:
+        raise PreflightError("target region %r is not one of the regions %s; nothing was changed"
+                             % (target, ", ".join(sorted(regions))))
+    active = parse_active(active_text)
+    if active_text is None or not active["region"]:
+        raise PreflightError("the fencing record holds no 'region=' value (%r): which region is active is "
+                             "unknown; fix the record by hand; nothing was changed" % (active_text,))
+    if active["region"] not in regions:
+        raise PreflightError("the fencing record names region %r, which is not in the inventory (%s); "
+                             "nothing was changed" % (active["region"], ", ".join(sorted(regions))))
+    others = sorted(name for name in regions if name != target)
+    source = active["region"] if active["region"] != target else None
+    new = regions[target]
+    skipped = []
+    # which old primary: the active region, or (resuming) the other region that answers as a primary
+    old_name = source or next((name for name in others if regions[name].get("role") == "primary"), others[0]
+                              if others else None)
+    old = regions.get(old_name) or {"reachable": False}
+
+    claimed = active["region"] == target
+    owner_state = None
+    if claimed and active["run"] and active["run"] != owner:
+        owner_state = owner_alive_fn(active["run"])
+        if owner_state:
+            raise PreflightError(
+                "another run (%s) claimed region %s at epoch %d and is still running: it is doing this %s; "
+                "this run stops here and changes nothing" % (active["run"], target, active["epoch"], mode),
+                concurrent=True, holder=active["run"])
+
+    old_writable = bool(old.get("reachable") and old.get("role") == "primary" and not old.get("read_only"))
+    new_is_primary = bool(new.get("reachable") and new.get("role") == "primary" and not new.get("read_only"))
+    dns_done = all(dns_current.get(key) == values for key, values in dns_desired.items())
+    listening = {name: ports for name, ports in (old_services_listening or {}).items() if ports and name != target}
+    done = claimed and new_is_primary and not old_writable and dns_done and not listening
+    if done:
+        return {
+            "status": "done", "source": old_name, "target": target, "epoch": active["epoch"],
+            "active": active, "claim": {"needed": False},
+            "promote": {"needed": False, "lag_bytes": 0, "reference_lsn": None, "lag_source": "none"},
+            "msg": "the stack is already on %s (epoch %d): nothing to do" % (target, active["epoch"]),
+            "skipped": [{"phase": "all", "why": "already on %s" % target}],
+        }
+
+    if claimed and active["run"] and active["run"] != owner and owner_state is None and not takeover:
+        raise PreflightError(
+            "region %s was claimed at epoch %d by run %s on another controller, and the %s is not complete: "
+            "if that run is no longer running, continue it with -e failover_takeover=true; nothing was changed"
+            % (target, active["epoch"], active["run"], mode), concurrent=True, holder=active["run"])
+    if not new.get("reachable"):
+        raise PreflightError("the %s database in %s does not answer (%s): there is nothing to promote; "
+                             "nothing was changed" % ("standby" if not claimed else "new primary", target,
+                                                      new.get("error") or "unreachable"),
+                             unreachable=target)
+    promote_needed = new.get("role") == "standby"
+    lag_bytes, reference_lsn, lag_source = (None, None, "none")
+    if promote_needed:
+        lag_bytes, reference_lsn, lag_source = standby_lag(old, new)
+        if lag_bytes is not None and lag_bytes > max_data_loss_bytes and not allow_data_loss:
+            raise PreflightError(
+                "the %s standby is %d bytes behind the primary (%s), more than the data-loss budget of %d bytes: "
+                "refusing to fail over; nothing was changed. Wait for it to catch up, or accept the loss with "
+                "-e failover_allow_data_loss=true" % (target, lag_bytes, lag_source, max_data_loss_bytes),
+                lag_bytes=lag_bytes, lag_source=lag_source)
+        if lag_source == "unknown":
+            skipped.append({"phase": "preflight", "why": "old primary position unknown: data at risk not measurable"})
+    elif not new_is_primary:
+        raise PreflightError("the database in %s is a read-only primary (fenced): unfence it or rejoin it; "
+                             "nothing was changed" % target)
+
+    if claimed:
+        epoch = active["epoch"]
+        claim_needed = active["run"] != owner
+        why = ("claimed by an interrupted run (%s): continuing it" % active["run"]) if active["run"] else \
+            "the fencing record already names %s: continuing" % target
+        status = "resume"
+    else:
+        epoch = active["epoch"] + 1
+        claim_needed = True
+        why = None
+        status = "ready"
+    if not old.get("reachable"):
+        skipped.append({"phase": "fence", "why": "the %s database does not answer (%s): fenced on its host if "
+                        "reachable, else by the services' lease" % (old_name, old.get("error") or "unreachable")})
+    return {
+        "status": status, "source": old_name, "target": target, "epoch": epoch, "active": active,
+        "resume_reason": why,
+        "claim": {"needed": claim_needed, "value": format_active(target, epoch, owner), "expect": active_text},
+        "promote": {"needed": promote_needed, "lag_bytes": lag_bytes, "reference_lsn": reference_lsn,
+                    "lag_source": lag_source},
+        "old_writable": old_writable, "old_services_listening": listening.get(old_name, []),
+        "dns_switch_needed": not dns_done,
+        "msg": ("continuing the %s to %s (epoch %d): %s" % (mode, target, epoch, why)) if claimed else
+               ("%s %s -> %s, epoch %d -> %d" % (mode, old_name, target, active["epoch"], epoch)),
+        "skipped": skipped,
+    }
+
+
+# ------------------------------------------------------------------ probes (network)
+
+def pg_ping(host, port, timeout):
+    """Does a PostgreSQL server answer at host:port within timeout? (None, or why not).
+
+    Sends an SSLRequest and waits for the one-byte answer, so a hung server (SIGSTOP: the kernel
+    still accepts the connection) counts as not answering, and costs at most `timeout`.
+    """
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except socket.timeout:
+        return "no answer within %gs (partitioned?)" % timeout
+    except (OSError, IOError) as exc:
+        return "connection failed: %s" % exc
+    try:
+        sock.settimeout(timeout)
+        sock.sendall(struct.pack("!II", 8, 80877103))
+        reply = sock.recv(1)
+        if reply not in (b"S", b"N"):
+            return "unexpected answer %r" % reply
+        return None
+    except socket.timeout:
+        return "connected but no answer within %gs (hung?)" % timeout
+    except (OSError, IOError) as exc:
+        return "no answer: %s" % exc
+    finally:
+        sock.close()
+
+
+def tcp_listening(host, ports, timeout):
+    """Ports on host that accept a TCP connection within timeout."""
+    found = []
+    for port in ports:
+        try:
+            sock = socket.create_connection((host, port), timeout=timeout)
+            sock.close()
+            found.append(port)
+        except (OSError, IOError):
+            pass
+    return found
+
+
+# ------------------------------------------------------------------ the report
+
+def phase_timings(marks):
+    """[{'phase': name, 'at': t}, ...] (first mark = start) -> [{'phase', 'seconds'}], total seconds."""
+    rows = []
+    for before, after in zip(marks, marks[1:]):
+        rows.append({"phase": after["phase"], "seconds": round(float(after["at"]) - float(before["at"]), 3)})
+    total = round(float(marks[-1]["at"]) - float(marks[0]["at"]), 3) if len(marks) > 1 else 0.0
+    return rows, total
+
+
+def build_report(kind, plan, marks, phases, check_mode, started_at=None, extra=None):
+    """The report dict: what happened, per phase, and what it cost."""
+    timings, total = phase_timings(marks)
+    seconds = dict((row["phase"], row["seconds"]) for row in timings)
+    rows = []
+    for phase in phases:
+        name = phase["phase"]
+        rows.append({"phase": name, "seconds": seconds.get(name), "status": phase.get("status", "ok"),
+                     "detail": phase.get("detail", "")})
+    promote = plan.get("promote") or {}
+    report = {
+        "kind": kind,
+        "check_mode": bool(check_mode),
+        "outcome": "planned" if check_mode else ("already_done" if plan.get("status") == "done" else "completed"),
+        "started_at": started_at,
+        "source_region": plan.get("source"),
+        "target_region": plan.get("target"),
+        "old_primary": plan.get("source"),
+        "new_primary": plan.get("target"),
+        "epoch": plan.get("epoch"),
+        "rto_seconds": total,
+        "phases": rows,
+        "lag_bytes_at_promotion": promote.get("lag_bytes"),
+        "lag_source": promote.get("lag_source"),
+        "data_at_risk_bytes": promote.get("lag_bytes"),
+        "skipped": plan.get("skipped", []),
+        "msg": plan.get("msg"),
+    }
+    report.update(extra or {})
+    return report
+
+
+def human_bytes(value):
+    if value is None:
+        return "unknown"
+    if value < 1024:
+        return "%d B" % value
+    if value < 1024 * 1024:
+        return "%.1f KiB" % (value / 1024.0)
+    return "%.1f MiB" % (value / 1048576.0)
+
+
+def render_table(report):
+    """Printable lines: one row per phase, then the totals."""
+    title = "%s %s -> %s (epoch %s)%s" % (report["kind"], report.get("source_region"), report.get("target_region"),
+                                           report.get("epoch"), "  [check mode: nothing changed]"
+                                           if report.get("check_mode") else "")
+    lines = [title, "%-10s %8s  %-8s %s" % ("phase", "seconds", "status", "detail")]
+    for row in report["phases"]:
+        seconds = "-" if row["seconds"] is None else "%.2f" % row["seconds"]
+        lines.append("%-10s %8s  %-8s %s" % (row["phase"], seconds, row["status"], row["detail"]))
+    lines.append("%-10s %8.2f  %s" % ("total", report["rto_seconds"], "RTO as run by this playbook"))
+    lines.append("old primary: %s   new primary: %s   epoch: %s" % (report.get("old_primary"),
+                                                                   report.get("new_primary"), report.get("epoch")))
+    lines.append("lag at promotion (data at risk): %s (%s)" % (human_bytes(report.get("lag_bytes_at_promotion")),
+                                                               report.get("lag_source") or "none"))
+    for key in ("fenced", "write_gap_seconds", "lost_writes"):
+        if report.get(key) is not None:
+            lines.append("%s: %s" % (key.replace("_", " "), report[key]))
+    for item in report.get("skipped", []):
+        lines.append("skipped %s: %s" % (item["phase"], item["why"]))
+    lines.append("outcome: %s" % report["outcome"])
+    return lines
+
+
+def dumps(report):
+    return json.dumps(report, indent=2, sort_keys=True) + "\n"
