@@ -23,7 +23,7 @@ options:
       - The role's variables without the C(k8s_workloads_) prefix, as a dictionary with the keys
         C(namespace), C(services), C(liveness_path), C(readiness_path), C(prestop_sleep_seconds),
         C(graceful_timeout), C(termination_grace_period_seconds), C(topology_key), C(region),
-        C(database_hosts), C(database_port) and C(database_name).
+        C(database_hosts), C(database_port), C(database_name) and C(require_image_digest).
     type: dict
     required: true
 """

@@ -342,6 +342,8 @@ def workload_problems(spec):
             problems.append("%s: image %r has neither a tag nor a digest" % (where, image))
         elif image.endswith(":latest"):
             problems.append("%s: image %r uses the mutable 'latest' tag" % (where, image))
+        if image and "@" not in image and spec.get("require_image_digest"):
+            problems.append("%s: image %r is not pinned by digest (require_image_digest is set)" % (where, image))
         if "@" in image and not re.search(r"@sha256:[0-9a-f]{64}$", image):
             problems.append("%s: image %r has a malformed digest (expected @sha256:<64 hex>)" % (where, image))
         for key in sorted(svc.get("config") or {}):

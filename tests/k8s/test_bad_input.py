@@ -87,6 +87,8 @@ CASES = {
         "database": {"cidrs": ["10.10.20.0/33"], "ports": [{"port": 5432, "protocol": "TCP"}]},
         "object_storage": {"cidrs": ["10.10.30.0/24"], "ports": [{"port": 443, "protocol": "TCP"}]}}},
         "egress.database.cidrs: '10.10.20.0/33' is not a valid CIDR"),
+    "image-without-digest": ({"k8s_workloads_services": _service(0, image="ghcr.io/cloudphoenix/service-a:1.0.0")},
+                             "image 'ghcr.io/cloudphoenix/service-a:1.0.0' is not pinned by digest"),
     "grace-shorter-than-drain": ({"k8s_workloads_termination_grace_period_seconds": 10},
                                  "termination_grace_period_seconds (10) is shorter than prestop_sleep_seconds (5) + "
                                  "graceful_timeout (20)"),

@@ -148,6 +148,16 @@ WORKLOAD_CASES = {
 }
 
 
+def test_digest_can_be_required(workloads):
+    assert workload_problems(workloads) == [], "tags are fine by default"
+    workloads["require_image_digest"] = True
+    problems = workload_problems(workloads)
+    assert len(problems) == 2 and all("is not pinned by digest" in p for p in problems)
+    for service in workloads["services"]:
+        service["image"] += "@sha256:" + "a" * 64
+    assert workload_problems(workloads) == []
+
+
 @pytest.mark.parametrize("case", sorted(WORKLOAD_CASES))
 def test_workload_problem_is_reported_clearly(workloads, case):
     path, value, message = WORKLOAD_CASES[case]
