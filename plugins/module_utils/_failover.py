@@ -330,7 +330,8 @@ def tcp_listening(host, ports, timeout):
 def phase_timings(marks):
     """[{'phase': name, 'at': t}, ...] (first mark = start) -> [{'phase', 'seconds'}], total seconds."""
     rows = []
-    for before, after in zip(marks, marks[1:]):
+    for index in range(1, len(marks)):
+        before, after = marks[index - 1], marks[index]
         rows.append({"phase": after["phase"], "seconds": round(float(after["at"]) - float(before["at"]), 3)})
     total = round(float(marks[-1]["at"]) - float(marks[0]["at"]), 3) if len(marks) > 1 else 0.0
     return rows, total

@@ -78,7 +78,8 @@ options:
     type: str
     required: true
   records:
-    description: The public records as they must be after the switch (the DNS phase's O(cloudphoenix.stack.dns_records#module:records)).
+    description:
+      - The public records as they must be after the switch (the records the DNS phase sets).
     type: list
     elements: dict
     required: true
@@ -87,7 +88,8 @@ options:
     type: int
     default: 1048576
   allow_data_loss:
-    description: Fail over even when the standby lags more than O(max_data_loss_bytes); the report says how much was at risk.
+    description:
+      - Fail over even when the standby lags more than O(max_data_loss_bytes); the report says how much was at risk.
     type: bool
     default: false
   takeover:
@@ -152,14 +154,14 @@ started_at:
   type: float
 """
 
-import time  # noqa: E402
-from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+import time
+from concurrent.futures import ThreadPoolExecutor
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.cloudphoenix.stack.plugins.module_utils import _dns  # noqa: E402
-from ansible_collections.cloudphoenix.stack.plugins.module_utils import _failover  # noqa: E402
-from ansible_collections.cloudphoenix.stack.plugins.module_utils._dns_providers import (  # noqa: E402
+from ansible_collections.cloudphoenix.stack.plugins.module_utils import _dns
+from ansible_collections.cloudphoenix.stack.plugins.module_utils import _failover
+from ansible_collections.cloudphoenix.stack.plugins.module_utils._dns_providers import (
     PROVIDER_RULES,
     build_provider,
     check_provider_options,
@@ -249,7 +251,7 @@ def main():
         def read_dns():
             if provider.name == "route53":
                 _dns.retry_call(provider.resolve_zone, params["timeout"])
-            return _dns.retry_call(lambda: provider.read([fencing_key] + list(desired)), params["timeout"])
+            return _dns.retry_call(lambda: provider.read([fencing_key, *desired]), params["timeout"])
 
         dns_future = pool.submit(read_dns)
         regions = dict((name, future.result()) for name, future in futures.items())

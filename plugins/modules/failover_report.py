@@ -84,12 +84,12 @@ path:
   type: str
 """
 
-import os  # noqa: E402
-import time  # noqa: E402
+import os
+import time
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.cloudphoenix.stack.plugins.module_utils import _failover  # noqa: E402
+from ansible_collections.cloudphoenix.stack.plugins.module_utils import _failover
 
 
 def main():

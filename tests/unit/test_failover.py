@@ -1,0 +1,142 @@
+"""The failover runbook's decisions (plugins/module_utils/_failover.py): no servers needed."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from ansible_collections.cloudphoenix.stack.plugins.module_utils import _failover as fo
+
+API = ("api.phoenix.test.", "A")
+DESIRED = {API: ("127.0.20.1",)}
+BUDGET = 1024 * 1024
+
+
+def primary(lsn="0/3000000", **extra):
+    return {"reachable": True, "role": "primary", "read_only": False, "current_lsn": lsn, **extra}
+
+
+def standby(received="0/3000000", reported=None, **extra):
+    return {"reachable": True, "role": "standby", "read_only": False, "receive_lsn": received,
+            "replay_lsn": received, "primary_reported_lsn": reported, **extra}
+
+
+def dead():
+    return {"reachable": False, "role": "unknown", "error": "connection refused"}
+
+
+def decide(regions, active="region=east epoch=1", dns=None, listening=None, owner="ctl/10/99", alive=False,
+           budget=BUDGET, allow=False, takeover=False):
+    return fo.decide("west", regions, active, dns or {API: ("127.0.10.1",)}, DESIRED, listening or {},
+                     budget, allow, owner, owner_alive_fn=lambda run: alive, takeover=takeover)
+
+
+def test_parse_and_format_the_fencing_record():
+    assert fo.parse_active('"region=west epoch=12 run=h/1/2"') == {"region": "west", "epoch": 12, "run": "h/1/2"}
+    assert fo.parse_active("region=east epoch=1") == {"region": "east", "epoch": 1, "run": None}
+    assert fo.parse_active("garbage") == {"region": None, "epoch": 0, "run": None}
+    assert fo.parse_active("region=east epoch=x")["epoch"] == 0
+    assert fo.format_active("west", 2, "h/1/2") == "region=west epoch=2 run=h/1/2"
+    assert fo.unquote_txt('"region=west" " epoch=2"') == "region=west epoch=2"
+    assert fo.unquote_txt('"a\\"b"') == 'a"b'
+
+
+def test_fresh_failover_claims_the_next_epoch():
+    plan = decide({"east": primary(), "west": standby()})
+    assert plan["status"] == "ready"
+    assert plan["source"] == "east" and plan["target"] == "west" and plan["epoch"] == 2
+    assert plan["claim"] == {"needed": True, "value": "region=west epoch=2 run=ctl/10/99",
+                             "expect": "region=east epoch=1"}
+    assert plan["promote"]["needed"] and plan["promote"]["lag_bytes"] == 0
+    assert plan["promote"]["lag_source"] == "primary"
+
+
+def test_lag_over_budget_is_refused_unless_allowed():
+    regions = {"east": primary("0/5000000"), "west": standby("0/3000000")}
+    with pytest.raises(fo.PreflightError) as refused:
+        decide(regions)
+    assert "33554432 bytes behind" in refused.value.msg and "nothing was changed" in refused.value.msg
+    assert "failover_allow_data_loss=true" in refused.value.msg
+    plan = decide(regions, allow=True)
+    assert plan["promote"]["lag_bytes"] == 0x2000000
+
+
+def test_dead_primary_uses_what_the_wal_receiver_heard():
+    plan = decide({"east": dead(), "west": standby("0/3000000", reported="0/3000100")})
+    assert plan["promote"]["lag_bytes"] == 0x100 and plan["promote"]["lag_source"] == "wal receiver"
+    assert any(item["phase"] == "fence" for item in plan["skipped"])
+    unknown = decide({"east": dead(), "west": standby("0/3000000")})
+    assert unknown["promote"]["lag_source"] == "unknown"
+
+
+def test_unreachable_target_or_unknown_regions_refuse():
+    with pytest.raises(fo.PreflightError, match="does not answer"):
+        decide({"east": primary(), "west": dead()})
+    with pytest.raises(fo.PreflightError, match="not in the inventory"):
+        decide({"east": primary(), "west": standby()}, active="region=north epoch=3")
+    with pytest.raises(fo.PreflightError, match="holds no 'region='"):
+        decide({"east": primary(), "west": standby()}, active=None)
+    with pytest.raises(fo.PreflightError, match="not one of the regions"):
+        fo.decide("south", {"east": primary()}, "region=east epoch=1", {}, {}, {}, 0, False, "o")
+
+
+def test_done_when_everything_is_on_the_target():
+    plan = decide({"east": dead(), "west": primary()}, active="region=west epoch=2 run=ctl/9/1",
+                  dns={API: ("127.0.20.1",)})
+    assert plan["status"] == "done" and "already on west" in plan["msg"]
+
+
+def test_not_done_while_old_services_listen_or_dns_is_old():
+    regions = {"east": dead(), "west": primary()}
+    listening = decide(regions, active="region=west epoch=2 run=ctl/9/1", dns={API: ("127.0.20.1",)},
+                       listening={"east": [8080]})
+    assert listening["status"] == "resume"
+    old_dns = decide(regions, active="region=west epoch=2 run=ctl/9/1")
+    assert old_dns["status"] == "resume" and old_dns["epoch"] == 2
+    assert old_dns["claim"]["value"] == "region=west epoch=2 run=ctl/10/99"
+    assert not old_dns["promote"]["needed"]
+
+
+def test_a_live_concurrent_run_stops_this_one():
+    with pytest.raises(fo.PreflightError) as stopped:
+        decide({"east": primary(), "west": standby()}, active="region=west epoch=2 run=ctl/9/1", alive=True)
+    assert stopped.value.details["concurrent"] and "still running" in stopped.value.msg
+
+
+def test_a_claim_from_another_controller_needs_takeover():
+    regions = {"east": primary(), "west": standby()}
+    with pytest.raises(fo.PreflightError, match="failover_takeover=true"):
+        decide(regions, active="region=west epoch=2 run=other/9/1", alive=None)
+    assert decide(regions, active="region=west epoch=2 run=other/9/1", alive=None, takeover=True)["status"] == "resume"
+
+
+def test_own_claim_needs_no_new_claim():
+    plan = decide({"east": primary(read_only=True), "west": standby()}, active="region=west epoch=2 run=ctl/10/99")
+    assert plan["status"] == "resume" and not plan["claim"]["needed"]
+
+
+def test_owner_of_this_process_is_alive_and_a_gone_one_is_not():
+    owner = fo.run_owner(hostname="ctl", pid=os.getpid())
+    host, pid, _start = owner.split("/")
+    assert host == "ctl" and pid.isdigit()
+    me = f"ctl/{os.getpid()}/{fo._proc_stat(os.getpid())[1]}"
+    assert fo.owner_alive(me, hostname="ctl") is True
+    assert fo.owner_alive(f"ctl/{os.getpid()}/1", hostname="ctl") is False  # pid reused: other start time
+    assert fo.owner_alive("other/1/1", hostname="ctl") is None
+    assert fo.owner_alive(None) is False
+
+
+def test_report_and_table():
+    plan = decide({"east": primary(), "west": standby()})
+    marks = [{"phase": "start", "at": 100.0}, {"phase": "preflight", "at": 100.5}, {"phase": "claim", "at": 100.6}]
+    report = fo.build_report("failover", plan, marks, [{"phase": "preflight"}, {"phase": "claim", "status": "changed"},
+                                                       {"phase": "verify", "status": "skipped"}], False,
+                             extra={"fenced": "db east: fast"})
+    assert report["rto_seconds"] == 0.6 and report["phases"][0]["seconds"] == 0.5
+    assert report["phases"][2]["seconds"] is None and report["outcome"] == "completed"
+    lines = fo.render_table(report)
+    assert lines[0].startswith("failover east -> west (epoch 2)")
+    assert any(line.startswith("total") and "0.60" in line for line in lines)
+    assert "fenced: db east: fast" in lines
+    assert fo.human_bytes(None) == "unknown" and fo.human_bytes(2048) == "2.0 KiB"
+    assert fo.lag_between("0/10", "0/20") == 0 and fo.lag_between(None, "0/1") is None
