@@ -5,6 +5,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 REPO := $(CURDIR)
 VENV := $(REPO)/.venv
+TOOLS_VENV := $(REPO)/.build/tools-venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 COLLECTIONS := $(REPO)/.build/collections
@@ -20,12 +21,18 @@ PYTEST_ARGS ?=
 .PHONY: setup test lint sanity pytest unit integration molecule demo lab-up lab-down bench build clean
 
 ## setup: Debian packages from bindep.txt, pinned venv, the checkout linked as the collection
-setup: $(VENV)/.installed $(COLLECTION_LINK) $(HOME)/.ansible/test/cache/get_pip_24_2.py
+setup: $(VENV)/.installed $(TOOLS_VENV)/.installed $(COLLECTION_LINK) $(HOME)/.ansible/test/cache/get_pip_24_2.py
 	@bash hack/setup-system.sh
 
 $(VENV)/.installed: requirements.txt
 	@test -x $(PY) || python3.11 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+# checkov pins older boto3/packaging than the main venv: it gets a venv of its own.
+$(TOOLS_VENV)/.installed: requirements-tools.txt
+	@test -x $(TOOLS_VENV)/bin/python || python3.11 -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements-tools.txt
 	@touch $@
 
 $(COLLECTION_LINK):
