@@ -231,10 +231,10 @@ zone:
   sample: phoenix.test.
 """
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.cloudphoenix.stack.plugins.module_utils import _dns  # noqa: E402
-from ansible_collections.cloudphoenix.stack.plugins.module_utils._dns_providers import (  # noqa: E402
+from ansible_collections.cloudphoenix.stack.plugins.module_utils import _dns
+from ansible_collections.cloudphoenix.stack.plugins.module_utils._dns_providers import (
     PROVIDER_RULES,
     build_provider,
     check_provider_options,
