@@ -219,7 +219,9 @@ def decide(target, regions, active_text, dns_current, dns_desired, old_services_
     new_is_primary = bool(new.get("reachable") and new.get("role") == "primary" and not new.get("read_only"))
     dns_done = all(dns_current.get(key) == values for key, values in dns_desired.items())
     listening = {name: ports for name, ports in (old_services_listening or {}).items() if ports and name != target}
-    done = claimed and new_is_primary and not old_writable and dns_done and not listening
+    # old services still listening do not make it unfinished: the claim fences them (lease), and after a
+    # failback the DR region's services listen on purpose (a warm standby)
+    done = claimed and new_is_primary and not old_writable and dns_done
     if done:
         return {
             "status": "done", "source": old_name, "target": target, "epoch": active["epoch"],
@@ -269,6 +271,10 @@ def decide(target, regions, active_text, dns_current, dns_desired, old_services_
     if not old.get("reachable"):
         skipped.append({"phase": "fence", "why": "the %s database does not answer (%s): fenced on its host if "
                         "reachable, else by the services' lease" % (old_name, old.get("error") or "unreachable")})
+    if claimed:
+        msg = "continuing the %s to %s (epoch %d): %s" % (mode, target, epoch, why)
+    else:
+        msg = "%s %s -> %s, epoch %d -> %d" % (mode, old_name, target, active["epoch"], epoch)
     return {
         "status": status, "source": old_name, "target": target, "epoch": epoch, "active": active,
         "resume_reason": why,
@@ -277,8 +283,7 @@ def decide(target, regions, active_text, dns_current, dns_desired, old_services_
                     "lag_source": lag_source},
         "old_writable": old_writable, "old_services_listening": listening.get(old_name, []),
         "dns_switch_needed": not dns_done,
-        "msg": ("continuing the %s to %s (epoch %d): %s" % (mode, target, epoch, why)) if claimed else
-               ("%s %s -> %s, epoch %d -> %d" % (mode, old_name, target, active["epoch"], epoch)),
+        "msg": msg,
         "skipped": skipped,
     }
 
@@ -381,21 +386,25 @@ def human_bytes(value):
 
 def render_table(report):
     """Printable lines: one row per phase, then the totals."""
+    note = "  [check mode: nothing changed]" if report.get("check_mode") else ""
     title = "%s %s -> %s (epoch %s)%s" % (report["kind"], report.get("source_region"), report.get("target_region"),
-                                           report.get("epoch"), "  [check mode: nothing changed]"
-                                           if report.get("check_mode") else "")
+                                          report.get("epoch"), note)
     lines = [title, "%-10s %8s  %-8s %s" % ("phase", "seconds", "status", "detail")]
     for row in report["phases"]:
         seconds = "-" if row["seconds"] is None else "%.2f" % row["seconds"]
         lines.append("%-10s %8s  %-8s %s" % (row["phase"], seconds, row["status"], row["detail"]))
     lines.append("%-10s %8.2f  %s" % ("total", report["rto_seconds"], "RTO as run by this playbook"))
-    lines.append("old primary: %s   new primary: %s   epoch: %s" % (report.get("old_primary"),
-                                                                   report.get("new_primary"), report.get("epoch")))
-    lines.append("lag at promotion (data at risk): %s (%s)" % (human_bytes(report.get("lag_bytes_at_promotion")),
-                                                               report.get("lag_source") or "none"))
+    lines.append("old primary: %s   new primary: %s   epoch: %s"
+                 % (report.get("old_primary"), report.get("new_primary"), report.get("epoch")))
+    lines.append("lag at promotion (data at risk): %s (%s)"
+                 % (human_bytes(report.get("lag_bytes_at_promotion")), report.get("lag_source") or "none"))
     for key in ("fenced", "write_gap_seconds", "lost_writes"):
-        if report.get(key) is not None:
-            lines.append("%s: %s" % (key.replace("_", " "), report[key]))
+        value = report.get(key)
+        if isinstance(value, list):
+            value = "; ".join("%s: %s" % (item.get("what"), item.get("how")) if isinstance(item, dict) else str(item)
+                              for item in value) or "nothing"
+        if value is not None:
+            lines.append("%s: %s" % (key.replace("_", " "), value))
     for item in report.get("skipped", []):
         lines.append("skipped %s: %s" % (item["phase"], item["why"]))
     lines.append("outcome: %s" % report["outcome"])

@@ -18,7 +18,7 @@ description:
   - Fails, changing nothing, when the DNS provider does not answer, when the target database does not
     answer, when the standby is more than O(max_data_loss_bytes) behind and O(allow_data_loss) is false,
     or when another run that is still running holds the claim (a concurrent run).
-  - A plan with RV(plan.status=done) means the stack already runs on O(target_region) - the runbook then
+  - A plan with C(status=done) means the stack already runs on O(target_region) - the runbook then
     changes nothing. V(resume) means an earlier run was interrupted after its claim - the runbook continues it.
 author: CloudPhoenix engineers (@cloudphoenix)
 extends_documentation_fragment:

@@ -86,11 +86,14 @@ def test_done_when_everything_is_on_the_target():
     assert plan["status"] == "done" and "already on west" in plan["msg"]
 
 
-def test_not_done_while_old_services_listen_or_dns_is_old():
+def test_not_done_while_the_old_primary_is_writable_or_dns_is_old():
     regions = {"east": dead(), "west": primary()}
-    listening = decide(regions, active="region=west epoch=2 run=ctl/9/1", dns={API: ("127.0.20.1",)},
-                       listening={"east": [8080]})
-    assert listening["status"] == "resume"
+    warm = decide(regions, active="region=west epoch=2 run=ctl/9/1", dns={API: ("127.0.20.1",)},
+                  listening={"east": [8080]})
+    assert warm["status"] == "done"  # services of the other region may listen (fenced by the lease)
+    writable = decide({"east": primary(), "west": primary()}, active="region=west epoch=2 run=ctl/9/1",
+                      dns={API: ("127.0.20.1",)})
+    assert writable["status"] == "resume"
     old_dns = decide(regions, active="region=west epoch=2 run=ctl/9/1")
     assert old_dns["status"] == "resume" and old_dns["epoch"] == 2
     assert old_dns["claim"]["value"] == "region=west epoch=2 run=ctl/10/99"
