@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dns_support import EAST, LAB_RECORDS, ZONE
+from dns_support import EAST, LAB_RECORDS, ZONE, PreconfiguredBind, write_pair_config
 
 from tests.support.bind import BindServer
 from tests.support.moto import MotoServer
@@ -41,3 +41,20 @@ def r53(moto: MotoServer) -> dict:
     ]
     client.change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch={"Changes": changes})
     return {"client": client, "zone_id": zone_id, "endpoint_url": moto.endpoint_url}
+
+
+@pytest.fixture
+def bind_pair() -> Iterator[tuple[BindServer, BindServer]]:
+    """A real primary and secondary of phoenix.test (127.0.0.1, two free ports): the primary NOTIFYs the
+    secondary, which transfers the zone. (Other loopback addresses are not interface addresses here,
+    so named would not listen on them: the two servers differ by port, and tests name them in
+    wait_servers.)"""
+    primary = PreconfiguredBind(base_dir=Path(tempfile.mkdtemp(prefix="cp-bind-primary-", dir="/tmp")),
+                                records=LAB_RECORDS)
+    secondary = PreconfiguredBind(base_dir=Path(tempfile.mkdtemp(prefix="cp-bind-secondary-", dir="/tmp")))
+    write_pair_config(primary, secondary)
+    primary.start()
+    secondary.start()
+    yield primary, secondary
+    secondary.destroy()
+    primary.destroy()

@@ -57,3 +57,53 @@ def r53_records(r53: dict) -> dict[tuple[str, str], tuple[int, list[str]]]:
 
 def switch_args(address: str) -> list[dict]:
     return [{"name": f"{name}.{ZONE}", "type": "A", "ttl": 5, "values": [address]} for name in ("api", "docs")]
+
+
+def write_pair_config(primary: BindServer, secondary: BindServer) -> None:
+    """Primary + secondary of phoenix.test. The primary sends no NOTIFY and the SOA refresh is 60 s, so the
+    secondary lags until a test sends it a NOTIFY (send_notify): then it transfers the zone for real."""
+    import os
+    import pwd
+
+    zone = primary.zone
+    primary.base_dir.mkdir(parents=True, exist_ok=True)
+    secondary.base_dir.mkdir(parents=True, exist_ok=True)
+    primary.zone_file.write_text(
+        f"$TTL 5\n@ IN SOA ns1.{zone}. hostmaster.{zone}. 1 60 30 600 5\n"
+        f"@ IN NS ns1.{zone}.\nns1 IN A {primary.host}\n{primary.records}\n")
+    common = ("controls { };\noptions {\n  directory \"%s\";\n  pid-file \"%s/named.pid\";\n"
+              "  listen-on port %d { %s; };\n  listen-on-v6 { none; };\n  recursion no;\n"
+              "  dnssec-validation no;\n%s};\n")
+    (primary.base_dir / "named.conf").write_text(
+        f'key "{primary.key_name}" {{ algorithm {primary.key_algorithm}; secret "{primary.secret}"; }};\n'
+        + common % (primary.base_dir, primary.base_dir, primary.port, primary.host,
+                    "  notify no;\n")
+        + f'zone "{zone}" {{\n  type primary;\n  file "{primary.zone_file}";\n'
+        "  allow-transfer { any; };\n"
+        f"  update-policy {{ grant {primary.key_name} zonesub ANY; }};\n}};\n")
+    (secondary.base_dir / "named.conf").write_text(
+        common % (secondary.base_dir, secondary.base_dir, secondary.port, secondary.host, "  notify no;\n")
+        + f'zone "{zone}" {{\n  type secondary;\n  file "{secondary.base_dir}/secondary.db";\n'
+        f"  primaries {{ {primary.host} port {primary.port}; }};\n}};\n")
+    bind_user = pwd.getpwnam("bind")
+    for server in (primary, secondary):
+        for path in [server.base_dir, *server.base_dir.iterdir()]:
+            os.chown(path, bind_user.pw_uid, bind_user.pw_gid)
+
+
+class PreconfiguredBind(BindServer):
+    """A BindServer whose named.conf and zone were written by write_pair_config()."""
+
+    def write_config(self) -> None:
+        return None
+
+
+def send_notify(secondary: BindServer) -> None:
+    """What a primary sends after a change (RFC 1996): the secondary then checks the SOA and transfers."""
+    import dns.flags
+    import dns.opcode
+
+    notify = dns.message.make_query(secondary.zone, "SOA")
+    notify.set_opcode(dns.opcode.NOTIFY)
+    notify.flags = dns.flags.AA | (notify.flags & ~dns.flags.RD)
+    dns.query.udp(notify, secondary.host, port=secondary.port, timeout=2)

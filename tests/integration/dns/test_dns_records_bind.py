@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from dns_support import EAST, LAB_RECORDS, WEST, ZONE, rfc_args, served, soa_serial, switch_args
+from dns_support import EAST, LAB_RECORDS, WEST, ZONE, rfc_args, send_notify, served, soa_serial, switch_args
 
 from tests.support.ansible import run_module
 from tests.support.bind import BindServer
@@ -375,3 +375,54 @@ def test_servfail_is_retried_then_fails_within_the_timeout() -> None:
     assert "SERVFAIL" in result["msg"] and "within timeout=1.5s" in result["msg"]
     assert int(result["msg"].split("gave up after ")[1].split(" ")[0]) > 1
     assert elapsed < 1.5 + 5  # budget + interpreter start
+
+
+def test_wait_follows_a_real_secondary_until_it_serves_the_change(bind_pair) -> None:
+    """The secondary learns the change only when NOTIFYed (by the test, 1 s after the primary's serial moved)
+    and then transfers the zone from the primary: the wait polls it until it serves the new values."""
+    primary, secondary = bind_pair
+    deadline = time.monotonic() + 15
+    while served(secondary, f"api.{ZONE}") != (5, [EAST]):  # the first transfer
+        assert time.monotonic() < deadline, "the secondary never loaded the zone"
+        time.sleep(0.1)
+    servers = [f"{primary.host}:{primary.port}", f"{secondary.host}:{secondary.port}"]
+    serial = soa_serial(primary)
+
+    def notify_one_second_after_the_update() -> None:
+        give_up = time.monotonic() + 30
+        while soa_serial(primary) == serial and time.monotonic() < give_up:
+            time.sleep(0.02)
+        time.sleep(1)
+        send_notify(secondary)
+
+    notify = threading.Thread(target=notify_one_second_after_the_update)
+    notify.start()
+    try:
+        result = run_module("dns_records", rfc_args(primary, records=switch_args(WEST), wait=True, wait_timeout=20,
+                                                    wait_servers=servers))
+    finally:
+        notify.join()
+    assert not result.failed, result.get("msg")
+    assert {w["server"]: w["in_sync"] for w in result["wait"]} == {
+        f"{primary.host}:{primary.port}": True, f"{secondary.host}:{secondary.port}": True}
+    assert served(secondary, f"api.{ZONE}") == (5, [WEST])
+    polls = {w["server"]: w["polls"] for w in result["wait"]}
+    assert polls[servers[0]] == 1 and polls[servers[1]] > 1  # the secondary was waited for
+
+
+def test_wait_names_a_hung_secondary(bind_pair) -> None:
+    primary, secondary = bind_pair
+    deadline = time.monotonic() + 15
+    while served(secondary, f"api.{ZONE}") != (5, [EAST]):
+        assert time.monotonic() < deadline, "the secondary never loaded the zone"
+        time.sleep(0.1)
+    secondary.pause()
+    try:
+        result = run_module("dns_records", rfc_args(primary, records=switch_args(WEST), wait=True, wait_timeout=2,
+                                                    wait_servers=[f"{primary.host}:{primary.port}",
+                                                                  f"{secondary.host}:{secondary.port}"]))
+    finally:
+        secondary.resume()
+    assert result.failed and result.changed
+    assert f"{secondary.host}:{secondary.port}: unreachable or failing" in result["msg"]
+    assert f"{primary.host}:{primary.port}:" not in result["msg"]
