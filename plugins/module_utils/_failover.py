@@ -236,6 +236,10 @@ def decide(target, regions, active_text, dns_current, dns_desired, old_services_
             "region %s was claimed at epoch %d by run %s on another controller, and the %s is not complete: "
             "if that run is no longer running, continue it with -e failover_takeover=true; nothing was changed"
             % (target, active["epoch"], active["run"], mode), concurrent=True, holder=active["run"])
+    if mode == "switchover" and not claimed and not old_writable:
+        raise PreflightError("a switchover needs a running, writable primary in %s (%s): it is %s; use failover.yml "
+                             "for an unplanned failover; nothing was changed"
+                             % (old_name, old.get("error") or "answers", old.get("role") or "unreachable"))
     if not new.get("reachable"):
         raise PreflightError("the %s database in %s does not answer (%s): there is nothing to promote; "
                              "nothing was changed" % ("standby" if not claimed else "new primary", target,

@@ -161,6 +161,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.cloudphoenix.stack.plugins.module_utils import _dns
 from ansible_collections.cloudphoenix.stack.plugins.module_utils import _failover
+from ansible_collections.cloudphoenix.stack.plugins.module_utils._retry import RetryBudgetExceeded
 from ansible_collections.cloudphoenix.stack.plugins.module_utils._dns_providers import (
     PROVIDER_RULES,
     build_provider,
@@ -251,16 +252,16 @@ def main():
         def read_dns():
             if provider.name == "route53":
                 _dns.retry_call(provider.resolve_zone, params["timeout"])
-            return _dns.retry_call(lambda: provider.read([fencing_key, *desired]), params["timeout"])
+            return _dns.retry_call(lambda: provider.read([fencing_key, *desired]), params["timeout"], provider=provider)
 
         dns_future = pool.submit(read_dns)
         regions = dict((name, future.result()) for name, future in futures.items())
         result["regions"] = regions
         try:
             current = dns_future.result()
-        except _dns.DnsError as exc:
+        except (_dns.DnsError, RetryBudgetExceeded) as exc:
             module.fail_json(msg="preflight: the DNS provider (%s) does not answer: %s; nothing was changed"
-                             % (params["provider"], exc.msg), **result)
+                             % (params["provider"], getattr(exc, "msg", None) or exc), **result)
     fencing = current.get(fencing_key)
     fencing_text = _failover.unquote_txt(fencing["values"][0]) if fencing and fencing["values"] else None
     result["dns"] = {"fencing": fencing_text,

@@ -143,3 +143,12 @@ def test_report_and_table():
     assert "fenced: db east: fast" in lines
     assert fo.human_bytes(None) == "unknown" and fo.human_bytes(2048) == "2.0 KiB"
     assert fo.lag_between("0/10", "0/20") == 0 and fo.lag_between(None, "0/1") is None
+
+
+def test_switchover_needs_a_writable_primary():
+    with pytest.raises(fo.PreflightError, match="use failover.yml"):
+        fo.decide("west", {"east": dead(), "west": standby()}, "region=east epoch=1", {API: ("127.0.10.1",)},
+                  DESIRED, {}, BUDGET, False, "o", owner_alive_fn=lambda run: False, mode="switchover")
+    plan = fo.decide("west", {"east": primary(), "west": standby()}, "region=east epoch=1", {API: ("127.0.10.1",)},
+                     DESIRED, {}, BUDGET, False, "o", owner_alive_fn=lambda run: False, mode="switchover")
+    assert plan["status"] == "ready" and plan["msg"].startswith("switchover east -> west")

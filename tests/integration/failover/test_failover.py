@@ -1,0 +1,225 @@
+"""failover.yml / failback.yml on the real lab (PostgreSQL, BIND, gunicorn services).
+
+The tests share one lab (module fixture) and run in file order: each leaves the stack in a
+known state (on east after a failback, or on west after a failover) for the next one.
+They use the lab's fixed addresses and ports, so they never run in parallel with the lab
+tests or molecule.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dns.message
+import dns.query
+import psycopg2
+import pytest
+
+from tests.support.ansible import REPO_ROOT, ansible_env, run_playbook
+from tests.support.pg import wait_until
+
+INVENTORY = REPO_ROOT / "inventories" / "lab"
+PLAYBOOKS = REPO_ROOT / "playbooks"
+LAB_DIR = Path("/var/tmp/cloudphoenix-lab")
+REPORTS = LAB_DIR / "reports"
+SECRET_FILES = ["pg_superuser_password", "pg_replication_password", "pg_app_password", "tsig_secret"]
+PUBLIC = ["api.phoenix.test", "docs.phoenix.test", "db.phoenix.test"]
+ADDRESS = {"east": "127.0.10.1", "west": "127.0.20.1"}
+FAILOVER_CMD = [str(Path(sys.executable).with_name("ansible-playbook")), str(PLAYBOOKS / "failover.yml"),
+                "-i", str(INVENTORY)]
+OUTPUTS: list[str] = []  # every playbook output, for the secrets check
+
+
+def playbook(name: str, *args: str, **extra_vars):
+    run = run_playbook(PLAYBOOKS / f"{name}.yml", *args, inventory=INVENTORY, extra_vars=extra_vars or None)
+    OUTPUTS.append(run.stdout + run.stderr)
+    return run
+
+
+def ask(name: str, rtype: str = "A") -> list[str]:
+    query = dns.message.make_query(name, rtype)
+    answer = dns.query.udp(query, "127.0.0.1", port=5353, timeout=2)
+    return sorted(rdata.to_text().strip('"') for rrset in answer.answer for rdata in rrset)
+
+
+def active() -> str:
+    return ask("_active.phoenix.test", "TXT")[0]
+
+
+def pg(region: str, dbname: str = "postgres"):
+    conn = psycopg2.connect(host=str(LAB_DIR / region / "pg/run"), port=5432, user="postgres", dbname=dbname,
+                            connect_timeout=3)
+    conn.autocommit = True
+    return conn
+
+
+def role(region: str) -> str:
+    try:
+        conn = pg(region)
+    except psycopg2.OperationalError:
+        return "down"
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT pg_is_in_recovery()")
+        return "standby" if cur.fetchone()[0] else "primary"
+    finally:
+        conn.close()
+
+
+def snapshot() -> dict:
+    """What a failover would change: the fencing record, the public records, each database's role."""
+    return {"active": active(), "dns": {name: ask(name) for name in PUBLIC},
+            "roles": {region: role(region) for region in ADDRESS}}
+
+
+def latest_report(kind: str = "failover") -> dict:
+    return json.loads((REPORTS / f"{kind}-latest.json").read_text())
+
+
+def on(region: str) -> None:
+    assert active().startswith(f"region={region} ")
+    assert all(ask(name) == [ADDRESS[region]] for name in PUBLIC)
+    assert role(region) == "primary"
+
+
+@pytest.fixture(scope="module")
+def lab():
+    down = run_playbook(PLAYBOOKS / "lab_down.yml", inventory=INVENTORY)
+    assert down.rc == 0, down.stdout[-3000:]
+    up = run_playbook(PLAYBOOKS / "lab_up.yml", inventory=INVENTORY)
+    assert up.rc == 0, up.stdout[-3000:]
+    yield up
+    run_playbook(PLAYBOOKS / "lab_fault.yml", inventory=INVENTORY, extra_vars={"fault": "heal"})
+    run_playbook(PLAYBOOKS / "lab_down.yml", inventory=INVENTORY)
+
+
+def test_check_mode_shows_the_plan_and_changes_nothing(lab) -> None:
+    before = snapshot()
+    run = playbook("failover", "--check", "--diff")
+    assert run.rc == 0, run.stdout[-3000:]
+    assert "+api.phoenix.test. 5 IN A 127.0.20.1" in run.stdout  # the DNS plan, as a diff
+    assert "database east: would stop" in run.stdout and "check mode: nothing changed" in run.stdout
+    assert snapshot() == before
+    assert not (REPORTS / "failover-latest.json").exists()
+
+
+def test_dns_down_at_preflight_changes_nothing(lab) -> None:
+    before = snapshot()
+    fault = playbook("lab_fault", fault="dns_down")
+    assert fault.rc == 0, fault.stdout[-2000:]
+    try:
+        run = playbook("failover")
+    finally:
+        heal = playbook("lab_fault", fault="heal")
+        assert heal.rc == 0, heal.stdout[-2000:]
+    assert run.rc != 0
+    assert "the DNS provider (rfc2136) does not answer" in run.stdout and "nothing was changed" in run.stdout
+    assert run.total("changed") == 0
+    assert snapshot() == before
+
+
+def test_lag_over_budget_is_refused_then_allowed_with_the_override(lab) -> None:
+    # west stops receiving WAL (no primary_conninfo), then east takes ~300 kB of writes
+    west = pg("west")
+    west.cursor().execute("ALTER SYSTEM SET primary_conninfo = ''")
+    west.cursor().execute("SELECT pg_reload_conf()")
+    west.close()
+    east = pg("east", "phoenix")
+    east.cursor().execute("CREATE TABLE IF NOT EXISTS failover_lag (id serial PRIMARY KEY, pad text)")
+    east.cursor().execute("INSERT INTO failover_lag (pad) SELECT repeat('x', 1000) FROM generate_series(1, 300)")
+    east.close()
+    before = snapshot()
+
+    refused = playbook("failover", failover_max_data_loss_bytes=65536)
+    assert refused.rc != 0
+    assert "bytes behind the primary" in refused.stdout and "nothing was changed" in refused.stdout
+    assert "failover_allow_data_loss=true" in refused.stdout
+    assert refused.total("changed") == 0
+    assert snapshot() == before
+
+    allowed = playbook("failover", failover_max_data_loss_bytes=65536, failover_allow_data_loss=True)
+    assert allowed.rc == 0, allowed.stdout[-4000:]
+    on("west")
+    report = latest_report()
+    assert report["outcome"] == "completed" and report["kind"] == "failover"
+    assert report["data_at_risk_bytes"] > 65536 and report["lag_bytes_at_promotion"] == report["data_at_risk_bytes"]
+    assert "lag at promotion (data at risk)" in allowed.stdout and "KiB" in allowed.stdout
+    assert [row["phase"] for row in report["phases"]] == ["preflight", "claim", "fence", "promote", "repoint",
+                                                          "switch_dns", "verify"]
+    assert all(row["seconds"] is not None for row in report["phases"])
+    assert report["old_primary"] == "east" and report["new_primary"] == "west"
+
+
+def test_rerun_after_success_changes_nothing(lab) -> None:
+    before = snapshot()
+    again = playbook("failover")
+    assert again.rc == 0, again.stdout[-3000:]
+    assert again.total("changed") == 0
+    assert "already on west" in again.stdout
+    assert snapshot() == before
+    assert latest_report()["outcome"] == "already_done"
+
+
+def test_failback_rejoins_switches_back_and_is_idempotent(lab) -> None:
+    back = playbook("failback")
+    assert back.rc == 0, back.stdout[-4000:]
+    on("east")
+    assert role("west") == "standby"
+    report = latest_report("failback")
+    assert report["data_at_risk_bytes"] == 0  # zero-loss budget: promotion only with everything received
+    again = playbook("failback")
+    assert again.rc == 0 and again.total("changed") == 0, again.stdout[-3000:]
+
+
+def test_concurrent_runs_exactly_one_wins(lab) -> None:
+    cmd = FAILOVER_CMD
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ansible_env(),
+                              cwd=REPO_ROOT) for _ in range(2)]
+    outputs = [proc.communicate(timeout=300)[0] for proc in procs]
+    OUTPUTS.extend(outputs)
+    codes = [proc.returncode for proc in procs]
+    winners = [out for out, rc in zip(outputs, codes, strict=True) if rc == 0 and "outcome: completed" in out]
+    assert len(winners) == 1, outputs
+    loser = next(out for out in outputs if out is not winners[0])
+    assert ("another run" in loser or "claim lost" in loser or "already on west" in loser), loser[-3000:]
+    recap = loser[loser.index("PLAY RECAP"):]
+    assert "changed=0" in recap
+    on("west")
+    back = playbook("failback")
+    assert back.rc == 0, back.stdout[-4000:]
+    on("east")
+
+
+def test_interruption_after_promote_then_rerun_completes(lab) -> None:
+    cmd = FAILOVER_CMD
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ansible_env(),
+                            cwd=REPO_ROOT, start_new_session=True)
+    try:
+        wait_until(lambda: role("west") == "primary", timeout=120, interval=0.02, message="west promoted")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # interrupted right after the promotion
+        OUTPUTS.append(proc.communicate()[0])
+    assert active().startswith("region=west ")
+    assert ask("api.phoenix.test") == [ADDRESS["east"]]  # DNS not switched yet
+    time.sleep(0.5)
+    rerun = playbook("failover")
+    assert rerun.rc == 0, rerun.stdout[-4000:]
+    assert "interrupted run" in rerun.stdout
+    on("west")
+    assert latest_report()["outcome"] == "completed"
+
+
+def test_no_secret_in_any_output_or_report(lab) -> None:
+    secrets = [(LAB_DIR / "secrets" / name).read_text().strip() for name in SECRET_FILES]
+    assert all(len(secret) >= 16 for secret in secrets)
+    texts = OUTPUTS + [path.read_text() for path in REPORTS.glob("*.json")]
+    assert len(texts) > 10
+    for text in texts:
+        for secret in secrets:
+            assert secret not in text
