@@ -41,6 +41,7 @@ os.environ.setdefault(
 )
 
 wsgi_app = f"cloudphoenix_services.{_service}:create_app()"
+chdir = os.path.dirname(os.path.abspath(__file__))  # the code dir: the starter's cwd may be unreadable for our user
 bind = os.environ.get("CLOUDPHOENIX_BIND", "127.0.0.1:8080").split(",")
 workers = int(os.environ.get("CLOUDPHOENIX_WORKERS", "2"))
 worker_class = os.environ.get("CLOUDPHOENIX_WORKER_CLASS", "gthread")

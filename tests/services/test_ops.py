@@ -147,3 +147,18 @@ def test_cli_check_config_and_idempotent_migrate(app_db, tmp_path):
     bad = run("check-config")
     assert bad.returncode == 2 and "CLOUDPHOENIX_DB_POOL_MAX" in json.loads(bad.stdout)["msg"]
     assert app_db.password not in bad.stdout + bad.stderr
+
+
+def test_tracing_is_off_unless_an_exporter_is_configured(app_db, make_settings, capfd):
+    quiet = service_a.create_app(make_settings("service_a"))
+    assert quiet.extensions["cloudphoenix"].tracer_provider is None
+    quiet.extensions["cloudphoenix"].close()
+    traced = service_a.create_app(make_settings("service_a", otel_exporter="console"))
+    try:
+        assert traced.test_client().get("/healthz", headers={"X-Request-ID": "span-1"}).status_code == 200
+    finally:
+        traced.extensions["cloudphoenix"].close()  # flushes the batch processor
+    out = capfd.readouterr().out
+    assert '"name": "GET /healthz"' in out and "span-1" in out
+    with pytest.raises(ConfigError, match="needs the opentelemetry-exporter-otlp-proto-http package"):
+        service_a.create_app(make_settings("service_a", otel_exporter="otlp"))

@@ -158,8 +158,11 @@ def _ppid(entry: Path) -> int | None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_bad_setting_fails_before_anything_starts(role_env):
+def test_check_mode_on_a_fresh_host_changes_nothing_and_bad_settings_fail_before_start(role_env):
     env = role_env
+    dry = deploy(env, "--check")
+    assert dry.rc == 0 and dry.total("changed") > 0, dry.stdout[-3000:]
+    assert not (env["base"] / "services").exists() and not (env["base"] / "east").exists()
     result = deploy(env, services_settings={"DB_POOL_MAX": "0"})
     assert result.rc != 0
     assert "CLOUDPHOENIX_DB_POOL_MAX: must be an integer from 1 to 100, got '0'" in result.stdout
