@@ -119,7 +119,7 @@ def test_request_id_round_trip_and_in_logs(client_a, capfd):
     assert response.get_json()["request_id"] == "req-78"
 
 
-def test_rate_limit_returns_429_problem(app_db, make_settings):
+def test_rate_limit_returns_429_problem(clean_db, make_settings):
     from cloudphoenix_services import service_a
 
     app = service_a.create_app(make_settings("service_a", rate_limit="3 per minute"))

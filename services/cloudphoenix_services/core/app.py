@@ -39,7 +39,6 @@ from .storage import Storage
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXTENSION = "cloudphoenix"
-OPS_ENDPOINTS = frozenset({"ops.healthz", "ops.readyz", "ops.metrics", "ops.openapi"})
 
 
 @dataclass(frozen=True)
@@ -95,7 +94,6 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> F
         default_limits=[settings.rate_limit],
         storage_uri=storage_uri(settings.rate_limit_storage_uri),
         headers_enabled=False,
-        default_limits_exempt_when=lambda: request.endpoint in OPS_ENDPOINTS,
     )
     state = Runtime(
         spec=spec,
@@ -125,7 +123,9 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> F
 
     _install_request_hooks(app, settings)
     state.tracer_provider = configure_tracing(app, settings)
-    app.register_blueprint(_ops_blueprint())
+    ops = _ops_blueprint()
+    limiter.exempt(ops)  # probes and scrapes are never rate limited
+    app.register_blueprint(ops)
     app.register_blueprint(spec.blueprint)
     return app
 
