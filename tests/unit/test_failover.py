@@ -146,9 +146,24 @@ def test_report_and_table():
 
 
 def test_switchover_needs_a_writable_primary():
-    with pytest.raises(fo.PreflightError, match="use failover.yml"):
+    with pytest.raises(fo.PreflightError, match=r"use failover\.yml"):
         fo.decide("west", {"east": dead(), "west": standby()}, "region=east epoch=1", {API: ("127.0.10.1",)},
                   DESIRED, {}, BUDGET, False, "o", owner_alive_fn=lambda run: False, mode="switchover")
     plan = fo.decide("west", {"east": primary(), "west": standby()}, "region=east epoch=1", {API: ("127.0.10.1",)},
                      DESIRED, {}, BUDGET, False, "o", owner_alive_fn=lambda run: False, mode="switchover")
     assert plan["status"] == "ready" and plan["msg"].startswith("switchover east -> west")
+
+
+def test_writer_figures():
+    from ansible_collections.cloudphoenix.stack.plugins.module_utils import _failover_writer as writer
+
+    entries = [{"start": 1.0, "end": 1.1, "ok": True, "id": "a"},
+               {"start": 2.0, "end": 2.1, "ok": False},
+               {"start": 3.0, "end": 3.5, "ok": False},
+               {"start": 4.0, "end": 4.2, "ok": True, "id": "b"},
+               {"start": 4.3, "end": 4.4, "ok": True, "id": "c"}]
+    assert writer.outage(entries, 1.5) == (2.2, 2.0, 4.2)
+    assert writer.outage(entries[:3], 1.5) == (None, 2.0, None)  # never recovered
+    assert writer.outage(entries[3:], 0) == (None, None, None)  # nothing failed
+    assert writer.write_gap(entries, 0) == 3.1
+    assert writer.acknowledged_ids(entries) == ["a", "b", "c"]
