@@ -81,7 +81,7 @@ def deploy(env: dict, *args: str, **overrides):
         "localhost,",
         *args,
         extra_vars={**env["vars"], **overrides},
-        env={"ANSIBLE_LOG_PATH": str(env["base"].with_name(env["base"].name + ".ansible.log"))},
+        env={"ANSIBLE_LOG_PATH": str(env["base"] / "ansible.log")},
         timeout=240,
     )
 
