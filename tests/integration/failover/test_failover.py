@@ -78,6 +78,17 @@ def snapshot() -> dict:
             "roles": {region: role(region) for region in ADDRESS}}
 
 
+def changed_tasks(run) -> str:
+    """The TASK lines followed by a 'changed:' line: what a run that should change nothing changed."""
+    lines, task, found = run.stdout.splitlines(), "", []
+    for line in lines:
+        if line.startswith("TASK ["):
+            task = line
+        elif line.startswith("changed:") and task:
+            found.append(f"{task} -> {line}")
+    return "\n".join(found) or run.stdout[-3000:]
+
+
 def latest_report(kind: str = "failover") -> dict:
     return json.loads((REPORTS / f"{kind}-latest.json").read_text())
 
@@ -160,7 +171,7 @@ def test_rerun_after_success_changes_nothing(lab) -> None:
     before = snapshot()
     again = playbook("failover")
     assert again.rc == 0, again.stdout[-3000:]
-    assert again.total("changed") == 0
+    assert again.total("changed") == 0, changed_tasks(again)
     assert "already on west" in again.stdout
     assert snapshot() == before
     assert latest_report()["outcome"] == "already_done"
@@ -174,7 +185,7 @@ def test_failback_rejoins_switches_back_and_is_idempotent(lab) -> None:
     report = latest_report("failback")
     assert report["data_at_risk_bytes"] == 0  # zero-loss budget: promotion only with everything received
     again = playbook("failback")
-    assert again.rc == 0 and again.total("changed") == 0, again.stdout[-3000:]
+    assert again.rc == 0 and again.total("changed") == 0, changed_tasks(again)
 
 
 def test_concurrent_runs_exactly_one_wins(lab) -> None:
