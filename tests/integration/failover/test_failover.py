@@ -207,6 +207,36 @@ def test_concurrent_runs_exactly_one_wins(lab) -> None:
     on("east")
 
 
+def connects(address: str, port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((address, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def test_hung_primary_is_fenced_and_never_takes_writes_after_it_heals(lab) -> None:
+    fault = playbook("lab_fault", fault="hang", region="east")
+    assert fault.rc == 0, fault.stdout[-2000:]
+    try:
+        run = playbook("failover")
+    finally:
+        heal = playbook("lab_fault", fault="heal")
+        assert heal.rc == 0, heal.stdout[-2000:]
+    assert run.rc == 0, run.stdout[-4000:]
+    on("west")
+    assert "database east: kill" in run.stdout  # a SIGSTOPped postmaster only yields to SIGKILL
+    # healed: nothing of east answers any more (database and services were stopped for good)
+    time.sleep(1)
+    assert not any(connects(ADDRESS["east"], port) for port in (5432, 8080, 8081))
+    assert role("east") == "down"
+    back = playbook("failback")
+    assert back.rc == 0, back.stdout[-4000:]
+    on("east")
+
+
 def test_interruption_after_promote_then_rerun_completes(lab) -> None:
     cmd = FAILOVER_CMD
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ansible_env(),
