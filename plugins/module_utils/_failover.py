@@ -111,19 +111,24 @@ def _cmdline(pid):
 
 
 def find_playbook_process(pid=None, marker="ansible-playbook"):
-    """The ansible-playbook process this module runs under: 'pid/start', or None (not found)."""
+    """The ansible-playbook process this module runs under: 'pid/start', or None (not found).
+
+    Ansible's workers are forked from the main process and keep its command line, so the answer
+    is the outermost ancestor whose command line names ansible-playbook (the run, not the task).
+    """
     pid = pid or os.getpid()
-    for _hop in range(12):
+    found = None
+    for _hop in range(16):
         stat = _proc_stat(pid)
         if stat is None:
-            return None
+            break
         parent, start, _name = stat
         if marker in _cmdline(pid):
-            return "%d/%s" % (pid, start)
+            found = "%d/%s" % (pid, start)
         if parent <= 1:
-            return None
+            break
         pid = parent
-    return None
+    return found
 
 
 def run_owner(hostname=None, pid=None):
