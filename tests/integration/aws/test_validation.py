@@ -12,7 +12,7 @@ import pytest
 
 from tests.support.ansible import run_playbook
 
-from .conftest import PROVISION, TEARDOWN
+from .conftest import PROVISION, REPO_ROOT, TEARDOWN
 
 FIRST_AWS_TASK = "TASK [cloudphoenix.stack.aws_infra : Discover"
 CALL_FAILED = "Unable to describe VPCs"  # the first AWS call, failing on the closed port
@@ -103,3 +103,14 @@ def test_closed_port_would_fail_loudly(dead_inventory):
     assert run.rc != 0
     assert FIRST_AWS_TASK in run.stdout
     assert CALL_FAILED in run.stdout, run.stdout[-3000:]
+
+
+def test_example_inventory_passes_validation(dead_inventory):
+    """inventories/example-aws is a valid production stack: it gets past validation to the first AWS call."""
+    run = run_playbook(PROVISION, inventory=REPO_ROOT / "inventories" / "example-aws",
+                       extra_vars={"aws_infra_endpoint_url": dead_inventory.endpoint_url,
+                                   "vault_aws_infra_db_master_password": "example-password-not-real"},
+                       env={"ANSIBLE_CALLBACK_RESULT_FORMAT": "json"})
+    assert "aws_infra validation failed" not in run.stdout, run.stdout[-3000:]
+    assert FIRST_AWS_TASK in run.stdout
+    assert CALL_FAILED in run.stdout
