@@ -55,7 +55,7 @@ lint: setup
 
 ## sanity: ansible-test needs the path ansible_collections/cloudphoenix/stack: copy the Ansible content there
 # (plugins, roles, playbooks and collection metadata; services/ and tests/ have ruff, bandit and pytest)
-SANITY_CONTENT := galaxy.yml meta plugins roles playbooks changelogs tests/sanity
+SANITY_CONTENT := .gitignore galaxy.yml meta plugins roles playbooks changelogs tests/sanity
 sanity: setup
 	@rm -rf $(SANITY_ROOT) && mkdir -p $(SANITY_ROOT)
 	@git ls-files -co --exclude-standard -z -- $(SANITY_CONTENT) | tar --null -T - -cf - | tar -xf - -C $(SANITY_ROOT)

@@ -136,9 +136,9 @@ retired_subnets:
   sample: {east: [{id: subnet-0123, cidr: 10.10.9.0/24}]}
 """
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.cloudphoenix.stack.plugins.module_utils._infra_validate import (  # noqa: E402
+from ansible_collections.cloudphoenix.stack.plugins.module_utils._infra_validate import (
     check_replacements,
     check_teardown,
     find_replacements,

@@ -330,9 +330,9 @@ endpoints:
       sample: "not sent in check mode: POST is not a read-only method"
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.cloudphoenix.stack.plugins.module_utils._http import (  # noqa: E402
+from ansible_collections.cloudphoenix.stack.plugins.module_utils._http import (
     DNSPYTHON_IMPORT_ERROR,
     HAS_DNSPYTHON,
     CheckSpecError,
