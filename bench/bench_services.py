@@ -207,11 +207,15 @@ def run() -> None:
         database.close()
 
         servers: dict[str, tuple[int, str]] = {}
-        for name in ("hardened", "bare"):
+        for name in ("hardened", "no-limiter", "bare"):
             port = _free_port()
-            if name == "hardened":
+            if name != "bare":  # no-limiter: the hardened service with CLOUDPHOENIX_RATE_LIMIT_ENABLED=false
                 argv = [sys.executable, "-m", "gunicorn", "-c", str(SERVICES / "gunicorn.conf.py")]
-                run_env = {**env, "CLOUDPHOENIX_BIND": f"127.0.0.1:{port}"}
+                run_env = {
+                    **env,
+                    "CLOUDPHOENIX_BIND": f"127.0.0.1:{port}",
+                    "CLOUDPHOENIX_RATE_LIMIT_ENABLED": "true" if name == "hardened" else "false",
+                }
             else:
                 argv = [
                     sys.executable,
@@ -237,7 +241,7 @@ def run() -> None:
         # Interleaved rounds, both servers up the whole time: the machine is shared, so load from
         # other work hits both sides alike; the median of each side is compared.
         rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
-        runs: dict[str, list[tuple[float, str, int]]] = {"hardened": [], "bare": []}
+        runs: dict[str, list[tuple[float, str, int]]] = {name: [] for name in servers}
         for _round in range(rounds):
             for name, (port, order_id) in servers.items():
                 runs[name].append(_wrk(port, order_id, seconds, connections, work))
@@ -252,10 +256,11 @@ def run() -> None:
             rounds_text = ", ".join(f"{rps:.0f}" for rps, _p99, _errors in results)
             rps, p99, _errors = medians[name]
             print(
-                f"  {name:9s} median {rps:8.1f} req/s  p99 {p99:>8s}  non-2xx {sum(r[2] for r in results)}"
+                f"  {name:10s} median {rps:8.1f} req/s  p99 {p99:>8s}  non-2xx {sum(r[2] for r in results)}"
                 f"  (rounds: {rounds_text} req/s)"
             )
         print(f"  ratio hardened/bare (medians): {medians['hardened'][0] / medians['bare'][0]:.2f}x (target >= 0.85x)")
+        print(f"  ratio no-limiter/bare (medians): {medians['no-limiter'][0] / medians['bare'][0]:.2f}x")
     finally:
         for process in processes:
             if process.poll() is None:

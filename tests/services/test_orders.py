@@ -132,3 +132,14 @@ def test_rate_limit_returns_429_problem(clean_db, make_settings):
         assert client.get("/healthz").status_code == 200  # probes are never rate limited
     finally:
         app.extensions["cloudphoenix"].close()
+
+
+def test_rate_limit_can_be_left_to_a_gateway(clean_db, make_settings):
+    from cloudphoenix_services import service_a
+
+    app = service_a.create_app(make_settings("service_a", rate_limit="1 per minute", rate_limit_enabled="false"))
+    client = app.test_client()
+    try:
+        assert [client.get(f"/orders/{uuid.uuid4()}").status_code for _attempt in range(3)] == [404, 404, 404]
+    finally:
+        app.extensions["cloudphoenix"].close()

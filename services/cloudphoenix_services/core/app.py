@@ -34,7 +34,7 @@ from .observability import (
     metrics_response,
     request_id_from_header,
 )
-from .ratelimit import storage_uri
+from .ratelimit import cache_limit_parsing, storage_uri
 from .storage import Storage
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -88,12 +88,14 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> F
     app.config.update(MAX_CONTENT_LENGTH=settings.max_request_bytes, JSON_SORT_KEYS=False)
     app.json.sort_keys = False
 
+    cache_limit_parsing()
     limiter = Limiter(
         get_remote_address,
         app=app,
         default_limits=[settings.rate_limit],
         storage_uri=storage_uri(settings.rate_limit_storage_uri),
         headers_enabled=False,
+        enabled=settings.rate_limit_enabled,  # off only where a gateway in front already limits
     )
     state = Runtime(
         spec=spec,

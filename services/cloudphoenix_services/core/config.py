@@ -37,6 +37,7 @@ class Settings:
     db_retry_max_wait_s: float = 1.0
     region: str = "local"
     max_request_bytes: int = 64 * 1024
+    rate_limit_enabled: bool = True
     rate_limit: str = "50 per second"
     rate_limit_storage_uri: str = "memory://"
     fencing_enabled: bool = False
@@ -169,6 +170,7 @@ def load_settings(
         "db_retry_max_wait_s": reader.number("DB_RETRY_MAX_WAIT", 1.0, 0.01, 30),
         "region": reader.text("REGION", "local", _REGION.match, "must be a short lower-case name like 'east'"),
         "max_request_bytes": reader.integer("MAX_REQUEST_BYTES", default_max_request_bytes, 1024, 1024**3),
+        "rate_limit_enabled": reader.boolean("RATE_LIMIT_ENABLED", True),
         "rate_limit": reader.text("RATE_LIMIT", "50 per second", _RATE_LIMIT.match, "must look like '50 per second'"),
         "rate_limit_storage_uri": reader.text(
             "RATE_LIMIT_STORAGE_URI", "memory://", lambda v: "://" in v, "must be a limits storage URI like memory://"
