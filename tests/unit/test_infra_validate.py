@@ -211,3 +211,34 @@ def test_normalize_current_from_info_module_results():
         "db": {"engine": "postgres", "master_username": "phoenix", "storage_encrypted": True, "db_name": "phoenix"},
     }
     assert normalize_current({}) == {"vpc": None, "subnets": [], "db": None}
+
+
+def test_module_reports_every_error_and_changes_nothing():
+    from tests.support.ansible import run_module
+
+    specs = stack()
+    specs[1]["vpc_cidr"] = "10.10.0.0/16"
+    specs[0]["db"]["backup_retention"] = 1
+    result = run_module("infra_validate", {"regions": specs}, check=True)
+    assert result.failed
+    assert result["msg"].startswith("aws_infra validation failed: ")
+    assert "region east: backup_retention 1 is below the production minimum of 7 days" in result["errors"]
+    assert "VPC CIDRs overlap: region east 10.10.0.0/16 and region west 10.10.0.0/16" in result["errors"]
+    assert not result.changed
+
+
+def test_module_plans_subnet_replacement_from_info_results():
+    from tests.support.ansible import run_module
+
+    current = {"east": {"vpcs": [{"cidr_block": "10.10.0.0/16"}], "db_instances": [], "subnets": [
+        {"subnet_id": "subnet-9", "cidr_block": "10.10.9.0/24", "availability_zone": "us-east-1b",
+         "tags": {"cloudphoenix:subnet": "private-b"}}]}}
+    refused = run_module("infra_validate", {"regions": stack(), "current": current})
+    assert refused.failed
+    assert "refused in production unless aws_infra_allow_replacement=true" in refused["msg"]
+    allowed = run_module("infra_validate", {"regions": stack(), "current": current, "allow_replacement": True})
+    assert not allowed.failed, allowed.result
+    assert allowed["replacements"] == [{"resource": "subnet", "name": "private-b", "property": "cidr",
+                                        "current": "10.10.9.0/24", "desired": "10.10.2.0/24"}]
+    assert allowed["retired_subnets"] == {"east": [{"id": "subnet-9", "cidr": "10.10.9.0/24"}], "west": []}
+    assert not allowed.changed
