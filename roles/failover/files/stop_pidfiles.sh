@@ -17,6 +17,12 @@ for pidfile in "$dir"/*.pid; do
 done
 for pid in "${pids[@]}"; do
   children=$(pgrep -P "$pid" || true)
+  if [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" = T ]; then
+    # hung (SIGSTOPped): nothing to finish gracefully, and a stopped process cannot act on QUIT
+    # shellcheck disable=SC2086
+    kill -KILL "$pid" $children 2>/dev/null || true
+    continue
+  fi
   kill -QUIT "$pid" 2>/dev/null || true
   # shellcheck disable=SC2086
   kill -CONT "$pid" $children 2>/dev/null || true
