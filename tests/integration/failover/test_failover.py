@@ -34,6 +34,8 @@ ADDRESS = {"east": "127.0.10.1", "west": "127.0.20.1"}
 FAILOVER_CMD = [str(Path(sys.executable).with_name("ansible-playbook")), str(PLAYBOOKS / "failover.yml"),
                 "-i", str(INVENTORY)]
 OUTPUTS: list[str] = []  # every playbook output, for the secrets check
+# the first test also brings the lab up (module fixture), which takes minutes on a loaded machine
+pytestmark = pytest.mark.timeout(900)
 
 
 def playbook(name: str, *args: str, **extra_vars):
