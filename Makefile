@@ -92,4 +92,4 @@ build: setup
 	$(BIN)/ansible-galaxy collection build --force --output-path .build/dist .
 
 clean: lab-down
-	rm -rf .build
+	rm -rf .build /var/tmp/cloudphoenix-services-venv

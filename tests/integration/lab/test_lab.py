@@ -17,6 +17,9 @@ from tests.support.ansible import REPO_ROOT, run_playbook
 from tests.support.net import port_open
 from tests.support.pg import wait_until
 
+# The first test brings the lab up (services venv included): allow for a loaded machine.
+pytestmark = pytest.mark.timeout(900)
+
 INVENTORY = REPO_ROOT / "inventories" / "lab"
 PLAYBOOKS = REPO_ROOT / "playbooks"
 LAB_DIR = Path("/var/tmp/cloudphoenix-lab")
