@@ -47,6 +47,21 @@ class PgError(Exception):
 
 # ---------------------------------------------------------------- LSN helpers
 
+def connection_argument_spec() -> dict:
+    """How a module reaches a node's SQL interface (doc fragment C(cloudphoenix.stack.postgres))."""
+    return dict(
+        listen_address=dict(type="str", default="127.0.0.1"),
+        port=dict(type="int", default=5432),
+        socket_dir=dict(type="path"),
+        login_host=dict(type="str"),
+        login_port=dict(type="int"),
+        login_user=dict(type="str", default="postgres"),
+        login_password=dict(type="str", no_log=True),
+        login_db=dict(type="str", default="postgres"),
+        connect_timeout=dict(type="int", default=5),
+    )
+
+
 def lsn_to_int(lsn: str | None) -> int | None:
     if not lsn:
         return None

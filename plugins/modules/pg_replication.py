@@ -329,6 +329,7 @@ from ansible_collections.cloudphoenix.stack.plugins.module_utils._pg import (
     PSYCOPG2_IMPORT_ERROR,
     DEFAULT_BIN_DIR,
     Node,
+    connection_argument_spec,
     PgError,
     gather_info,
 )
@@ -344,21 +345,13 @@ STATES = {"primary": ensure_primary, "standby": ensure_standby, "fenced": ensure
 
 
 def argument_spec():
-    return dict(
+    spec = connection_argument_spec()
+    spec.update(
         state=dict(type="str", required=True, choices=["primary", "standby", "promoted", "fenced"]),
         data_dir=dict(type="path", required=True),
         bin_dir=dict(type="path", default=DEFAULT_BIN_DIR),
         os_user=dict(type="str", default="postgres"),
         log_file=dict(type="path"),
-        listen_address=dict(type="str", default="127.0.0.1"),
-        port=dict(type="int", default=5432),
-        socket_dir=dict(type="path"),
-        login_host=dict(type="str"),
-        login_port=dict(type="int"),
-        login_user=dict(type="str", default="postgres"),
-        login_password=dict(type="str", no_log=True),
-        login_db=dict(type="str", default="postgres"),
-        connect_timeout=dict(type="int", default=5),
         replication_user=dict(type="str", default="replicator"),
         replication_password=dict(type="str", no_log=True),
         standby_slots=dict(type="list", elements="str", default=[]),
@@ -380,6 +373,7 @@ def argument_spec():
         strategy=dict(type="str", choices=["stop", "read_only"], default="stop"),
         wait_timeout=dict(type="int", default=60),
     )
+    return spec
 
 
 def main():

@@ -162,23 +162,14 @@ from ansible_collections.cloudphoenix.stack.plugins.module_utils._pg import (
     HAS_PSYCOPG2,
     PSYCOPG2_IMPORT_ERROR,
     Node,
+    connection_argument_spec,
     gather_info,
 )
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            listen_address=dict(type="str", default="127.0.0.1"),
-            port=dict(type="int", default=5432),
-            socket_dir=dict(type="path"),
-            login_host=dict(type="str"),
-            login_port=dict(type="int"),
-            login_user=dict(type="str", default="postgres"),
-            login_password=dict(type="str", no_log=True),
-            login_db=dict(type="str", default="postgres"),
-            connect_timeout=dict(type="int", default=5),
-        ),
+        argument_spec=connection_argument_spec(),
         supports_check_mode=True,
     )
     if not HAS_PSYCOPG2:
