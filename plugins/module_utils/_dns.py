@@ -290,6 +290,7 @@ class DnsProvider:
 
     name = "base"
     zone = None  # absolute zone name, set by the provider (Route 53 may look it up)
+    transfer = None  # a _dns_rfc2136.ZoneTransfer when servers may be read with zone transfers
 
     def resolve_zone(self):
         """Make sure the zone exists and is served; set self.zone. May raise DnsError."""
@@ -526,17 +527,29 @@ def soa_serial(server, zone, timeout=QUERY_TIMEOUT):
     raise DnsError("%s returned no SOA for %s" % (server_label(server), zone))
 
 
-def survey(servers, keys, zone, timeout=QUERY_TIMEOUT):
-    """Query every server in parallel: [{server, reachable, error, soa_serial, records{key: rrset}}]."""
+def survey(servers, keys, zone, timeout=QUERY_TIMEOUT, transfer=None):
+    """Query every server in parallel: [{server, reachable, error, soa_serial, records{key: rrset}}].
+
+    With `transfer` (a `_dns_rfc2136.ZoneTransfer`), servers it is wanted for are read with one zone transfer
+    (falling back to per-name queries when refused) and each entry says `via` which way it was read.
+    """
     results = [None] * len(servers)
 
     def one(index, server):
         entry = {"server": server_label(server), "reachable": False, "error": None,
                  "soa_serial": None, "records": {}}
+        if transfer is not None:
+            entry["via"] = "queries"
         try:
-            entry["soa_serial"] = soa_serial(server, zone, timeout=timeout)
-            entry["reachable"] = True
-            entry["records"] = read_from_server(server, keys, timeout=timeout)
+            got = None
+            if transfer is not None and transfer.wanted(server, keys):
+                got = transfer.read(server, keys, timeout)
+            if got is not None:
+                entry.update(soa_serial=got[0], reachable=True, records=got[1], via="transfer")
+            else:
+                entry["soa_serial"] = soa_serial(server, zone, timeout=timeout)
+                entry["reachable"] = True
+                entry["records"] = read_from_server(server, keys, timeout=timeout)
         except DnsError as exc:
             answered = not isinstance(exc, TransientError) or exc.details.get("rcode") == "SERVFAIL"
             entry["reachable"] = entry["soa_serial"] is not None or answered
@@ -545,6 +558,9 @@ def survey(servers, keys, zone, timeout=QUERY_TIMEOUT):
             entry["error"] = "%s: %s" % (type(exc).__name__, exc)
         results[index] = entry
 
+    if len(servers) == 1:  # the usual case: no thread needed
+        one(0, servers[0])
+        return results
     threads = [threading.Thread(target=one, args=(i, s)) for i, s in enumerate(servers)]
     for thread in threads:
         thread.start()
@@ -553,13 +569,15 @@ def survey(servers, keys, zone, timeout=QUERY_TIMEOUT):
     return results
 
 
-def wait_for_servers(servers, desired, zone, deadline):
+def wait_for_servers(servers, desired, zone, deadline, transfer=None):
     """Poll every server until it serves every desired record (values and TTL).
+
+    `transfer`: read large sets with one zone transfer per server and poll (see `survey`).
 
     Returns [{server, in_sync, polls}]. Raises WaitTimeout listing what each lagging server serves.
     """
     keys = list(desired)
-    state = {server: {"server": server_label(server), "in_sync": False, "polls": 0, "lagging": None}
+    state = {server: {"server": server_label(server), "in_sync": False, "polls": 0, "lagging": None, "via": None}
              for server in servers}
     delays = backoff_delays(base=0.02, cap=0.5)
     while True:
@@ -567,9 +585,10 @@ def wait_for_servers(servers, desired, zone, deadline):
         if not todo:
             break
         timeout = max(0.2, min(QUERY_TIMEOUT, deadline - time.monotonic()))
-        for server, entry in zip(todo, survey(todo, keys, zone, timeout=timeout)):  # noqa: B905
+        for server, entry in zip(todo, survey(todo, keys, zone, timeout=timeout, transfer=transfer)):  # noqa: B905
             record = state[server]
             record["polls"] += 1
+            record["via"] = entry.get("via")
             if entry["error"]:
                 record["lagging"] = "unreachable or failing (%s)" % entry["error"]
                 continue
@@ -595,8 +614,11 @@ def wait_for_servers(servers, desired, zone, deadline):
 
 
 def _wait_entry(record):
-    return {"server": record["server"], "in_sync": record["in_sync"], "polls": record["polls"],
-            "serves": record["lagging"]}
+    entry = {"server": record["server"], "in_sync": record["in_sync"], "polls": record["polls"],
+             "serves": record["lagging"]}
+    if record["via"]:
+        entry["via"] = record["via"]
+    return entry
 
 
 # --------------------------------------------------------------------------- the switch
@@ -696,7 +718,8 @@ def switch(provider, desired, expect=None, check_mode=False, wait=False, wait_se
             provider.wait_synced(applied, deadline)
             servers = wait_servers if wait_servers else provider.authoritative_servers(deadline)
             if servers:
-                result["wait"] = wait_for_servers(servers, desired, provider.zone, deadline)
+                result["wait"] = wait_for_servers(servers, desired, provider.zone, deadline,
+                                                  transfer=provider.transfer)
         except DnsError as exc:
             # the change is in place; the caller still needs `before` to roll back
             for name in ("before", "changes", "batches", "cas"):

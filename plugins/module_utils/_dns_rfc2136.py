@@ -25,6 +25,9 @@ from ansible_collections.cloudphoenix.stack.plugins.module_utils._dns import (
     DnsProvider,
     TransientError,
     ValidationError,
+    _rdtype,
+    _read_name,
+    _recv_exact,
     absolute_name,
     in_zone,
     key_text,
@@ -89,12 +92,17 @@ class Rfc2136Provider(DnsProvider):
                 raise ValidationError("key_secret for TSIG key %r is not valid base64" % key_name) from None
             self.keyring = {self.key_name: key}
             self.key_algorithm = key.algorithm
+        self.transfer = ZoneTransfer(self.zone, self.key_name, self.keyring[self.key_name] if self.keyring else None)
 
     # -- interface
     def resolve_zone(self):
         soa_serial(self.server, self.zone, timeout=self.query_timeout)
 
     def read(self, keys):
+        if self.transfer.wanted(self.server, keys):
+            got = self.transfer.read(self.server, keys, self.query_timeout)
+            if got is not None:
+                return got[1]
         return read_from_server(self.server, keys, timeout=self.query_timeout)
 
     def encode(self, changes, expect):
@@ -261,3 +269,208 @@ def _tsig_error(exc):
         if isinstance(exc, getattr(dns.tsig, name, ())):
             return name.replace("Peer", "").upper()
     return type(exc).__name__
+
+
+# --------------------------------------------------------------------------- zone transfer (many records at once)
+
+AXFR_MIN_KEYS = 25  # fewer records: one pipelined query each is as fast and needs no transfer permission
+AXFR_RRS_BASE = 2000  # a zone with more RRs than this + AXFR_RRS_PER_KEY per record asked is not worth transferring
+AXFR_RRS_PER_KEY = 10
+_TYPE_SOA, _TYPE_TSIG, _TYPE_AXFR = 6, 250, 252
+
+
+class TransferRefused(DnsError):
+    """The server will not transfer the zone to us (or the zone is too large to be worth it): ask per name."""
+
+
+class ZoneTransfer:
+    """Reads many records of one server at once with a zone transfer (AXFR over TCP).
+
+    Used for reading and waiting when at least `min_keys` records are asked: one transfer of a 1,100-record
+    zone takes ~5 ms where 1,000 pipelined queries take ~50 ms. The request is TSIG-signed when the provider
+    has a key (servers commonly allow transfers to key holders only) and then every signed answer message is
+    verified (RFC 8945). A server that refuses (REFUSED, NOTAUTH, TSIG error, closed connection) or a zone far
+    larger than the records asked is remembered and asked per name from then on (`refused`). Records are read
+    as stored in the zone, so a wildcard does not count as the record (a per-name query would answer with it).
+    """
+
+    def __init__(self, zone, key_name=None, key=None, min_keys=AXFR_MIN_KEYS):
+        self.zone = zone
+        self.key_name = key_name
+        self.key = key
+        self.min_keys = min_keys
+        self.rrs_base = AXFR_RRS_BASE
+        self.rrs_per_key = AXFR_RRS_PER_KEY
+        self.refused = {}  # server -> why it is asked per name
+        self.transfers = {}  # server -> transfers done
+
+    def wanted(self, server, keys):
+        return len(keys) >= self.min_keys and server not in self.refused
+
+    def read(self, server, keys, timeout):
+        """(SOA serial, {key: rrset or None}), or None when the server will not transfer the zone (remembered)."""
+        try:
+            got = transfer_zone(server, self.zone, keys, key_name=self.key_name, key=self.key, timeout=timeout,
+                                max_rrs=self.rrs_base + self.rrs_per_key * len(keys))
+        except TransferRefused as exc:
+            self.refused[server] = exc.msg
+            return None
+        self.transfers[server] = self.transfers.get(server, 0) + 1
+        return got
+
+
+def axfr_request(zone, msg_id, key_name=None, key=None):
+    """(wire, request MAC): an AXFR query for `zone`, TSIG-signed when a key is given."""
+    wire = struct.pack("!HHHHHH", msg_id, 0, 1, 0, 0, 0) + name_wire(zone) + struct.pack("!HH", _TYPE_AXFR, _CLASS_IN)
+    if key is None:
+        return wire, b""
+    return sign_update(wire, key_name, key)
+
+
+def transfer_zone(server, zone, keys, key_name=None, key=None, timeout=QUERY_TIMEOUT, max_rrs=None):
+    """AXFR `zone` from `server`: (SOA serial, {key: rrset or None}) for `keys`.
+
+    Raises TransferRefused (ask per name instead), TransientError (connection trouble: worth a retry) or
+    DnsError (a signed answer that does not verify).
+    """
+    msg_id = random.SystemRandom().randrange(65536)
+    wire, request_mac = axfr_request(zone, msg_id, key_name, key)
+    reader = TransferReader(zone, keys, msg_id, key=key, request_mac=request_mac, max_rrs=max_rrs,
+                            label=server_label(server))
+    try:
+        sock = socket.create_connection(server, timeout=timeout)
+    except OSError as exc:
+        raise TransientError("%s unreachable: %s" % (server_label(server), exc)) from exc
+    try:
+        sock.settimeout(timeout)
+        sock.sendall(struct.pack("!H", len(wire)) + wire)
+        while not reader.done:
+            try:
+                (length,) = struct.unpack("!H", _recv_exact(sock, 2))
+            except EOFError:
+                if reader.messages == 0:  # some servers just hang up on a transfer they do not allow
+                    raise TransferRefused("%s closed the connection instead of transferring zone %s"
+                                          % (server_label(server), zone)) from None
+                raise
+            reader.feed(_recv_exact(sock, length))
+    except (OSError, EOFError, socket.timeout) as exc:
+        raise TransientError("%s stopped answering the zone transfer: %s"
+                             % (server_label(server), str(exc) or type(exc).__name__)) from exc
+    finally:
+        sock.close()
+    return reader.serial, reader.result()
+
+
+class TransferReader:
+    """Parses the answer messages of one AXFR (RFC 5936) and verifies their TSIG (RFC 8945 section 5.3.1).
+
+    Only the records asked for are decoded; the rest is skipped by length.
+    """
+
+    def __init__(self, zone, keys, msg_id, key=None, request_mac=b"", max_rrs=None, label="server"):
+        self.zone = zone
+        self.keys = list(keys)
+        self.wanted = {(name, _rdtype(rtype)): (name, rtype) for name, rtype in self.keys}
+        self.msg_id = msg_id
+        self.key = key
+        self.request_mac = request_mac
+        self.max_rrs = max_rrs
+        self.label = label
+        self.messages = 0
+        self.rrs = 0
+        self.soas = 0
+        self.serial = None
+        self.done = False
+        self.found = {}
+        self._ctx = None
+        self._last_signed = False
+
+    def result(self):
+        return {key: self.found.get(key) for key in self.keys}
+
+    def _refused(self, why):
+        raise TransferRefused("%s did not transfer zone %s: %s" % (self.label, self.zone, why))
+
+    def feed(self, wire):
+        qid, flags, qdcount, ancount, nscount, arcount = struct.unpack("!HHHHHH", wire[:12])
+        first = self.messages == 0
+        self.messages += 1
+        if qid != self.msg_id:
+            raise DnsError("%s answered the zone transfer with a foreign message id" % self.label)
+        rcode = flags & 0xF
+        if rcode:
+            self._refused("rcode %s" % dns.rcode.to_text(rcode))
+        pos = 12
+        for _dummy in range(qdcount):
+            pos = _read_name(wire, pos)[1] + 4
+        for _dummy in range(ancount):
+            name, pos = _read_name(wire, pos)
+            rdtype, rdclass, ttl, rdlen = struct.unpack("!HHIH", wire[pos:pos + 10])
+            pos += 10
+            self.rrs += 1
+            if self.max_rrs is not None and self.rrs > self.max_rrs:
+                self._refused("the zone holds more than %d records, too many for the %d asked (asking per name)"
+                              % (self.max_rrs, len(self.keys)))
+            if rdtype == _TYPE_SOA:
+                if self.soas == 0:
+                    if not first or name != self.zone:
+                        raise DnsError("%s sent a zone transfer that does not start with the SOA of %s"
+                                       % (self.label, self.zone))
+                    self.serial = struct.unpack("!I", wire[pos + rdlen - 20:pos + rdlen - 16])[0]
+                self.soas += 1
+            elif self.soas == 0:
+                raise DnsError("%s sent a zone transfer that does not start with the SOA of %s"
+                               % (self.label, self.zone))
+            key = self.wanted.get((name, rdtype))
+            if key is not None:
+                if rdtype == 1 and rdlen == 4:
+                    value = socket.inet_ntop(socket.AF_INET, wire[pos:pos + 4])
+                elif rdtype == 28 and rdlen == 16:
+                    value = socket.inet_ntop(socket.AF_INET6, wire[pos:pos + 16])
+                else:
+                    value = dns.rdata.from_wire(rdclass, rdtype, wire, pos, rdlen, origin=None).to_text(
+                        origin=dns.name.root, relativize=False)
+                rrset = self.found.get(key)
+                if rrset is None:
+                    self.found[key] = {"name": key[0], "type": key[1], "ttl": ttl, "values": [value]}
+                else:
+                    rrset["ttl"] = min(rrset["ttl"], ttl)
+                    if value not in rrset["values"]:
+                        rrset["values"].append(value)
+                        rrset["values"].sort()
+            pos += rdlen
+        self._verify(wire, pos, nscount, arcount, first)
+        if self.soas >= 2:
+            self.done = True
+            if self.key is not None and not self._last_signed:
+                raise DnsError("%s: the last message of the zone transfer is not signed" % self.label)
+
+    def _verify(self, wire, pos, nscount, arcount, first):
+        tsig = None
+        for index in range(nscount + arcount):
+            start = pos
+            owner, pos = _read_name(wire, pos)
+            rdtype, rdclass, _dummy_ttl, rdlen = struct.unpack("!HHIH", wire[pos:pos + 10])
+            pos += 10
+            if rdtype == _TYPE_TSIG and index == nscount + arcount - 1:
+                tsig = (start, owner, dns.rdata.from_wire(rdclass, rdtype, wire, pos, rdlen, origin=None))
+            pos += rdlen
+        if self.key is None:
+            return
+        if tsig is None:
+            if first:
+                raise DnsError("%s answered a signed zone transfer request without a signature" % self.label)
+            self._ctx.update(wire)  # RFC 8945 5.3.1: unsigned messages in between count towards the next MAC
+            self._last_signed = False
+            return
+        start, owner, rdata = tsig
+        try:
+            self._ctx = dns.tsig.validate(wire, self.key, dns.name.from_text(owner), rdata, int(time.time()),
+                                          self.request_mac, start, self._ctx, True)
+        except dns.tsig.PeerError as exc:
+            self._refused("TSIG %s" % _tsig_error(exc))
+        except (dns.tsig.BadSignature, dns.tsig.BadKey, dns.tsig.BadAlgorithm, dns.tsig.BadTime,
+                dns.exception.FormError) as exc:
+            raise DnsError("%s: the zone transfer's TSIG signature does not verify (%s)"
+                           % (self.label, type(exc).__name__)) from exc
+        self._last_signed = True

@@ -210,10 +210,13 @@ batches:
 wait:
   description:
     - Per authoritative server, whether it serves the new values (C(in_sync)), polls, and what it serves when not.
+    - O(provider=rfc2136) adds C(via), how the server was read, V(queries) (one pipelined query per record) or
+      V(transfer) (one zone transfer per poll, used from 25 records on; TSIG-signed when a key is given; a server
+      that refuses it is asked per name).
   returned: when O(wait=true)
   type: list
   elements: dict
-  sample: [{"server": "127.0.0.1:5353", "in_sync": true, "polls": 1, "serves": null}]
+  sample: [{"server": "127.0.0.1:5353", "in_sync": true, "polls": 1, "serves": null, "via": "queries"}]
 retries:
   description: Transient errors that were retried (attempt, error, delay).
   returned: success

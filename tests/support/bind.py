@@ -28,6 +28,7 @@ class BindServer:
     port: int = field(default_factory=free_port)
     secret: str = field(default_factory=lambda: base64.b64encode(secrets.token_bytes(32)).decode())
     records: str = ""  # extra zone-file lines
+    zone_options: str = ""  # extra statements in the zone block, e.g. "allow-transfer { none; };"
     process: subprocess.Popen | None = None
 
     @property
@@ -59,6 +60,7 @@ class BindServer:
             "  type primary;\n"
             f'  file "{self.zone_file}";\n'
             f"  update-policy {{ grant {self.key_name} zonesub ANY; }};\n"
+            f"{self.zone_options}\n"
             "};\n"
         )
         bind_user = pwd.getpwnam("bind")

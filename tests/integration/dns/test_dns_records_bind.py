@@ -32,7 +32,7 @@ def test_switch_is_one_update_and_waits_for_the_servers(lab_bind: BindServer) ->
     assert [b["status"] for b in result["batches"]] == ["applied"]
     # wait found the zone's NS (ns1 -> 127.0.0.1) and saw the new values there
     assert result["wait"] == [
-        {"server": f"{lab_bind.host}:{lab_bind.port}", "in_sync": True, "polls": 1, "serves": None}]
+        {"server": f"{lab_bind.host}:{lab_bind.port}", "in_sync": True, "polls": 1, "serves": None, "via": "queries"}]
     assert {c["name"]: c["action"] for c in result["changes"]} == {f"api.{ZONE}": "update", f"docs.{ZONE}": "update"}
 
 
@@ -190,7 +190,7 @@ def test_batch_of_1000_records_is_one_update(lab_bind: BindServer) -> None:
     assert soa_serial(lab_bind) == serial + 1
     assert served(lab_bind, f"h0.{ZONE}") == (5, ["10.1.0.0"])
     assert served(lab_bind, f"h999.{ZONE}") == (5, ["10.1.3.249"])
-    assert result["wait"][0]["in_sync"]
+    assert result["wait"][0]["in_sync"] and result["wait"][0]["via"] == "transfer"  # one AXFR, not 1000 queries
     assert not run_module("dns_records", rfc_args(lab_bind, records=records)).changed
 
 
