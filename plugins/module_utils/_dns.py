@@ -46,6 +46,10 @@ except ImportError:
 SUPPORTED_TYPES = ("A", "AAAA", "CNAME", "TXT", "MX", "SRV", "CAA", "PTR", "NS")
 MAX_TTL = 2147483647
 _LABEL_RE = re.compile(r"^(\*|[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)$")
+# fast paths for the common case (the slow checks below give the error messages)
+_PLAIN_NAME_RE = re.compile(r"^(\*\.)?([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.)+\Z")
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL_IPV4_RE = re.compile(r"^%s(\.%s){3}\Z" % (_OCTET, _OCTET))
 QUERY_TIMEOUT = 2.0  # one DNS query / connection attempt; the overall budget is the caller's
 
 
@@ -91,6 +95,8 @@ def absolute_name(name, what="name"):
         text += "."
     if len(text) > 254:
         raise ValidationError("%s %r is longer than 253 characters" % (what, name))
+    if _PLAIN_NAME_RE.match(text):
+        return text
     labels = text[:-1].split(".")
     for index, label in enumerate(labels):
         if not label:
@@ -122,6 +128,8 @@ def canonical_value(rtype, value, where="value"):
         value = str(value)
     text = value.strip()
     if rtype == "A":
+        if _CANONICAL_IPV4_RE.match(text):
+            return text
         try:
             return str(ipaddress.IPv4Address(text))
         except ValueError:
