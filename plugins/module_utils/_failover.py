@@ -348,6 +348,9 @@ def tcp_listening(host, ports, timeout):
 
 # ------------------------------------------------------------------ the report
 
+NOT_IN_RTO = ("prepare",)
+
+
 def phase_timings(marks):
     """[{'phase': name, 'at': t}, ...] (first mark = start) -> [{'phase', 'seconds'}], total seconds."""
     rows = []
@@ -362,6 +365,9 @@ def build_report(kind, plan, marks, phases, check_mode, started_at=None, extra=N
     """The report dict: what happened, per phase, and what it cost."""
     timings, total = phase_timings(marks)
     seconds = dict((row["phase"], row["seconds"]) for row in timings)
+    # a planned run's preparation (short TTL, old TTL waited out) happens while the old region takes every
+    # write: it is time the playbook spends, not recovery time
+    prepare = sum(seconds.get(name) or 0.0 for name in NOT_IN_RTO)
     rows = []
     for phase in phases:
         name = phase["phase"]
@@ -378,7 +384,8 @@ def build_report(kind, plan, marks, phases, check_mode, started_at=None, extra=N
         "old_primary": plan.get("source"),
         "new_primary": plan.get("target"),
         "epoch": plan.get("epoch"),
-        "rto_seconds": total,
+        "rto_seconds": round(total - prepare, 3),
+        "total_seconds": total,
         "phases": rows,
         "lag_bytes_at_promotion": promote.get("lag_bytes"),
         "lag_source": promote.get("lag_source"),
@@ -409,7 +416,9 @@ def render_table(report):
     for row in report["phases"]:
         seconds = "-" if row["seconds"] is None else "%.2f" % row["seconds"]
         lines.append("%-10s %8s  %-8s %s" % (row["phase"], seconds, row["status"], row["detail"]))
-    lines.append("%-10s %8.2f  %s" % ("total", report["rto_seconds"], "RTO as run by this playbook"))
+    with_prepare = report.get("total_seconds", report["rto_seconds"])
+    lines.append("%-10s %8.2f  %s" % ("total", report["rto_seconds"], "RTO as run by this playbook" + (
+        "" if with_prepare == report["rto_seconds"] else " (%.2f s with prepare)" % with_prepare)))
     lines.append("old primary: %s   new primary: %s   epoch: %s"
                  % (report.get("old_primary"), report.get("new_primary"), report.get("epoch")))
     lines.append("lag at promotion (data at risk): %s (%s)"

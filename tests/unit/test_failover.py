@@ -167,3 +167,105 @@ def test_writer_figures():
     assert writer.outage(entries[3:], 0) == (None, None, None)  # nothing failed
     assert writer.write_gap(entries, 0) == 3.1
     assert writer.acknowledged_ids(entries) == ["a", "b", "c"]
+
+
+def test_prepare_is_reported_but_not_in_the_rto():
+    plan = decide({"east": primary(), "west": standby()})
+    marks = [{"phase": "start", "at": 100.0}, {"phase": "preflight", "at": 100.5}, {"phase": "prepare", "at": 106.5},
+             {"phase": "claim", "at": 106.7}]
+    report = fo.build_report("switchover", plan, marks, [{"phase": "preflight"}, {"phase": "prepare"},
+                                                         {"phase": "claim"}], False)
+    assert report["rto_seconds"] == 0.7 and report["total_seconds"] == 6.7
+    assert any(line.startswith("total") and "(6.70 s with prepare)" in line for line in fo.render_table(report))
+
+
+def _sleeper(pid_dir, name, stopped=False):
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(["sleep", "30"])
+    if stopped:
+        os.kill(proc.pid, signal.SIGSTOP)
+    with open(os.path.join(pid_dir, name + ".pid"), "w") as handle:
+        handle.write(f"{proc.pid}\n")
+    return proc
+
+
+def test_services_fence_kills_hung_ones_at_once_and_the_rest_after_the_timeout(tmp_path):
+    import time
+
+    from ansible_collections.cloudphoenix.stack.plugins.module_utils import _failover_fence as fence
+
+    running, hung = _sleeper(str(tmp_path), "a"), _sleeper(str(tmp_path), "b", stopped=True)
+    try:
+        assert fence.stop_services(str(tmp_path), 0, check_mode=True) == {"stopped": 2, "killed": 0}
+        assert running.poll() is None and hung.poll() is None  # check mode: nothing signalled
+        began = time.monotonic()
+        # sleep dies of QUIT at once; the stopped one cannot act on it and is killed without waiting
+        assert fence.stop_services(str(tmp_path), 5, check_mode=False)["stopped"] == 2
+        assert time.monotonic() - began < 2
+        assert running.wait(5) is not None and hung.wait(5) is not None
+        assert fence.stop_services(str(tmp_path), 5, check_mode=False) == {"stopped": 0, "killed": 0}
+    finally:
+        for proc in (running, hung):
+            if proc.poll() is None:
+                proc.kill()
+
+
+class FakeNode:
+    """A postmaster stand-in: a process, and pg_ctl stop modes recorded."""
+
+    def __init__(self, proc):
+        self.proc, self.stops = proc, []
+
+    def layout(self):
+        return "cluster"
+
+    def postmaster_pid(self):
+        return self.proc.pid if self.proc.poll() is None else None
+
+    def is_running(self):
+        return self.postmaster_pid() is not None
+
+    def what(self):
+        return f"node {self.proc.pid}"
+
+    def stop(self, mode, timeout):
+        self.stops.append(mode)
+        self.proc.kill()
+        self.proc.wait()
+        return True
+
+
+@pytest.mark.parametrize("stopped,method", [(False, "immediate"), (True, "kill")])
+def test_unreachable_primary_skips_the_fast_shutdown(tmp_path, stopped, method):
+    from ansible_collections.cloudphoenix.stack.plugins.module_utils import _failover_fence as fence
+
+    proc = _sleeper(str(tmp_path), "pg", stopped=stopped)
+    node = FakeNode(proc)
+    try:
+        out = fence.fence_database(node, {"strategy": "stop", "wait_timeout": 10}, skip_fast=True, check_mode=False)
+        assert out["method"] == method and "fast" not in node.stops and out["changed"]
+        assert node.stops == ([] if stopped else ["immediate"])  # a SIGSTOPped postmaster only yields to SIGKILL
+        assert proc.wait(5) is not None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_fence_runs_database_and_services_together(tmp_path):
+    from ansible_collections.cloudphoenix.stack.plugins.module_utils import _failover_fence as fence
+
+    services = str(tmp_path / "pids")
+    os.mkdir(services)
+    svc = _sleeper(services, "a")
+    pg = _sleeper(str(tmp_path), "pg")
+    try:
+        (db, db_error), (stopped, svc_error) = fence.fence(FakeNode(pg), {"strategy": "stop"}, services, 0,
+                                                           skip_fast=True, check_mode=False)
+        assert db_error is None and svc_error is None
+        assert db["method"] == "immediate" and stopped["stopped"] == 1 and "seconds" in stopped
+    finally:
+        for proc in (svc, pg):
+            if proc.poll() is None:
+                proc.kill()
