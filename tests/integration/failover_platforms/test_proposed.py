@@ -34,6 +34,16 @@ def test_every_proposed_default_has_a_spec_and_the_static_defaults_match():
         k: defaults[k] for k in defaults if k in role_defaults}
 
 
+def test_the_example_inventory_fragment_uses_only_known_failover_variables():
+    fragment = yaml.safe_load((REPO_ROOT / "inventories" / "example-aws" / "group_vars" / "failover.yml").read_text())
+    specs = yaml.safe_load(PROPOSED_SPECS.read_text())
+    unknown = [k for k in fragment if k.startswith("failover_") and k not in specs]
+    assert not unknown
+    assert fragment["failover_database_platform"] in specs["failover_database_platform"]["choices"]
+    assert fragment["failover_services_platform"] in specs["failover_services_platform"]["choices"]
+    assert set(fragment["failover_rds_instances"]) == set(fragment["failover_k8s_clusters"]) == {"east", "west"}
+
+
 def test_rds_instances_default_comes_from_aws_infra_outputs(tmp_path: Path):
     """aws_infra_stack as docs/aws_infra.md shows it -> {region: instance}."""
     stack = {"database": {
