@@ -659,9 +659,10 @@ def switch(provider, desired, expect=None, check_mode=False, wait=False, wait_se
     result = {
         "changed": bool(changes),
         "before": [public(current.get(k), k) for k in desired],
+        # name, type and action only: the values before are in `before`, after in `records` (and both in `diff`)
         "changes": [{"name": c["key"][0].rstrip("."), "type": c["key"][1],
-                     "action": "delete" if c["after"] is None else ("create" if c["before"] is None else "update"),
-                     "before": describe(c["before"]), "after": describe(c["after"])} for c in changes],
+                     "action": "delete" if c["after"] is None else ("create" if c["before"] is None else "update")}
+                    for c in changes],
         "cas": None, "batches": [], "wait": [], "retries": retries, "timings": timings,
     }
     mismatched = cas_mismatches(current, expect)

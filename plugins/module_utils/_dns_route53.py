@@ -48,6 +48,11 @@ TRANSIENT_CODES = ("Throttling", "ThrottlingException", "PriorRequestNotComplete
 CONFLICT_HINTS = ("not found", "do not match", "already exists", "but it was not found")
 
 
+def _listing_order(key):
+    """Where Route 53 lists a record: by name with the labels reversed (com.example.www), then by type."""
+    return (key[0].rstrip(".").split(".")[::-1], key[1])
+
+
 def _error_code(exc):
     return exc.response.get("Error", {}).get("Code", "") if hasattr(exc, "response") else ""
 
@@ -142,19 +147,39 @@ class Route53Provider(DnsProvider):
                 for raw in page["ResourceRecordSets"]:
                     self._take(raw, wanted, found)
         else:
-            kwargs = {"HostedZoneId": self.zone_id, "MaxItems": "300"}
-            while True:
-                page = self._call("list_resource_record_sets", **kwargs)
-                for raw in page["ResourceRecordSets"]:
-                    self._take(raw, wanted, found)
-                if not page.get("IsTruncated"):
-                    break
-                kwargs["StartRecordName"] = page["NextRecordName"]
-                kwargs["StartRecordType"] = page["NextRecordType"]
+            # List from the first record asked for (in Route 53's order: labels reversed, then type) and stop
+            # once every record is found. Records not found there are absent, unless the order guessed here
+            # differs from Route 53's: so the zone's head, up to where the first listing began, is listed too.
+            first = min(wanted, key=_listing_order)
+            began = None if "*" in first[0] else self._list(wanted, found, start=first)
+            if len(found) < len(wanted) and began != "everything":
+                self._list(wanted, found, stop_at=began)
         for key in keys:
             if key not in found:
                 self._raw.pop(key, None)
         return {key: found.get(key) for key in keys}
+
+    def _list(self, wanted, found, start=None, stop_at=None):
+        """ListResourceRecordSets from `start` (or the zone's beginning) until every wanted record is found, the
+        listing ends, or it reaches `stop_at` (a record's identity as listed). Returns the identity of the first
+        record listed, "everything" when listing from the beginning, or None when nothing was listed."""
+        kwargs = {"HostedZoneId": self.zone_id, "MaxItems": "300"}
+        if start is not None:
+            kwargs.update(StartRecordName=start[0], StartRecordType=start[1])
+        first = "everything" if start is None else None
+        while True:
+            page = self._call("list_resource_record_sets", **kwargs)
+            for raw in page["ResourceRecordSets"]:
+                identity = (raw["Name"], raw["Type"], raw.get("SetIdentifier"))
+                if identity == stop_at:
+                    return first
+                if first is None:
+                    first = identity
+                self._take(raw, wanted, found)
+            if len(found) == len(wanted) or not page.get("IsTruncated"):
+                return first
+            kwargs["StartRecordName"] = page["NextRecordName"]
+            kwargs["StartRecordType"] = page["NextRecordType"]
 
     def _record_set(self, rrset):
         return {"Name": rrset["name"].rstrip("."), "Type": rrset["type"], "TTL": rrset["ttl"],

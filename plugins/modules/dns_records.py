@@ -176,12 +176,16 @@ before:
   elements: dict
   sample: [{"name": "api.phoenix.test", "type": "A", "ttl": 5, "values": ["127.0.10.1"], "state": "present"}]
 changes:
-  description: One entry per record that changed (or would change in check mode).
+  description:
+    - One entry per record that changed (or would change in check mode), C(action) is V(create), V(update) or
+      V(delete).
+    - The values before the change are in RV(before), the values after are the ones in O(records); diff mode
+      shows both in zone-file form. (They are not repeated here: for 1,000 records that would add ~40% to the
+      result, which Ansible scrubs and serialises node by node.)
   returned: success
   type: list
   elements: dict
-  sample: [{"name": "api.phoenix.test", "type": "A", "action": "update", "before": "127.0.10.1 ttl=5",
-            "after": "127.0.20.1 ttl=5"}]
+  sample: [{"name": "api.phoenix.test", "type": "A", "action": "update"}]
 cas:
   description:
     - Compare-and-swap outcome when O(expect) is given, V(swapped) (this call changed it), V(matched)

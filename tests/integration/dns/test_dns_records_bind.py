@@ -49,8 +49,10 @@ def test_check_mode_reports_the_change_and_changes_nothing(lab_bind: BindServer)
     serial = soa_serial(lab_bind)
     result = run_module("dns_records", rfc_args(lab_bind, records=switch_args(WEST), wait=True), check=True)
     assert not result.failed and result.changed
-    assert [(c["name"], c["before"], c["after"]) for c in result["changes"]] == [
-        (f"api.{ZONE}", f"{EAST} ttl=5", f"{WEST} ttl=5"), (f"docs.{ZONE}", f"{EAST} ttl=5", f"{WEST} ttl=5")]
+    assert result["changes"] == [{"name": f"api.{ZONE}", "type": "A", "action": "update"},
+                                 {"name": f"docs.{ZONE}", "type": "A", "action": "update"}]
+    assert [(b["name"], b["values"], b["ttl"]) for b in result["before"]] == [
+        (f"api.{ZONE}", [EAST], 5), (f"docs.{ZONE}", [EAST], 5)]
     assert [b["status"] for b in result["batches"]] == ["planned"]
     assert served(lab_bind, f"api.{ZONE}") == (5, [EAST])
     assert soa_serial(lab_bind) == serial

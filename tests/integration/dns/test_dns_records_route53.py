@@ -310,3 +310,66 @@ def test_unknown_profile_is_a_clear_error(r53: dict) -> None:
     result = run_module("dns_records", args)
     assert result.failed and "cannot set up the Route 53 client" in result["msg"]
     assert "no-such-profile" in result["msg"]
+
+
+def _listing_provider(r53: dict) -> tuple:
+    """A Route53Provider on a real moto client, recording every ListResourceRecordSets call."""
+    from ansible_collections.cloudphoenix.stack.plugins.module_utils._dns_route53 import Route53Provider
+
+    provider = Route53Provider(zone=ZONE, client=r53["client"])
+    provider.resolve_zone()
+    calls = []
+    original = provider._call
+
+    def counted(operation, **kwargs):
+        if operation == "list_resource_record_sets":
+            calls.append(kwargs.get("StartRecordName"))
+        return original(operation, **kwargs)
+
+    provider._call = counted
+    return provider, calls
+
+
+def _create(r53: dict, names: list[str], address: str = EAST) -> None:
+    for start in range(0, len(names), 400):
+        r53["client"].change_resource_record_sets(HostedZoneId=r53["zone_id"], ChangeBatch={"Changes": [
+            {"Action": "CREATE", "ResourceRecordSet": {"Name": name, "Type": "A", "TTL": 5,
+                                                       "ResourceRecords": [{"Value": address}]}}
+            for name in names[start:start + 400]]})
+
+
+def test_large_reads_list_from_the_first_record_asked_and_stop_when_all_are_found(r53: dict) -> None:
+    """600 records before the ones asked for: a read of 30 lists one page from the first of them, not the zone."""
+    _create(r53, [f"a{i}.{ZONE}" for i in range(600)])
+    wanted = [f"m{i}.{ZONE}" for i in range(30)]
+    _create(r53, wanted)
+    provider, calls = _listing_provider(r53)
+    keys = [(f"{name}.", "A") for name in wanted]
+    current = provider.read(keys)
+    assert all(current[key]["values"] == [EAST] for key in keys)
+    assert len(calls) == 1 and calls[0] is not None
+    # some absent: the listing goes on to the zone's end, then lists the zone's head up to where it began
+    calls.clear()
+    more = [*keys, *((f"z{i}.{ZONE}.", "A") for i in range(5))]
+    current = provider.read(more)
+    assert all(current[key] is None for key in more[30:]) and current[keys[0]]["values"] == [EAST]
+    assert calls[0] is not None and None in calls  # the head listing starts at the zone's beginning
+    # and the module on top of it: 630 existing + new records switch with a correct `before`
+    result = run_module("dns_records", r53_args(r53, records=[
+        {"name": name, "type": "A", "ttl": 5, "values": [WEST]} for name in [*wanted, f"z0.{ZONE}"]]))
+    assert not result.failed, result.get("msg")
+    assert [b["state"] for b in result["before"]] == ["present"] * 30 + ["absent"]
+    assert r53_records(r53)[(f"m29.{ZONE}", "A")] == (5, [WEST])
+
+
+def test_a_record_listed_before_where_the_guessed_order_begins_is_still_found(r53: dict) -> None:
+    """moto orders names as reversed strings ('test.phoenix.a-b' < 'test.phoenix.a.c'), unlike label by label:
+    the record the guessed order puts first is not listed first. Its listing misses a-b; the head listing
+    finds it."""
+    names = [f"c.a.{ZONE}", f"a-b.{ZONE}", *(f"w{i}.{ZONE}" for i in range(25))]
+    _create(r53, names)
+    provider, calls = _listing_provider(r53)
+    keys = [(f"{name}.", "A") for name in names]
+    current = provider.read(keys)
+    assert all(current[key] and current[key]["values"] == [EAST] for key in keys), current
+    assert calls[0] == f"c.a.{ZONE}." and None in calls
