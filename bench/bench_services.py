@@ -23,6 +23,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 import psycopg2
 import requests
@@ -143,7 +144,29 @@ def _stop(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
-def _wrk(port: int, order_id: str, seconds: int, connections: int, work_dir: Path) -> tuple[float, str, int]:
+def _server_cpu_seconds(pid: int) -> float:
+    """CPU time of a gunicorn master and all its workers, the exited ones included (their cutime/cstime).
+
+    The machine is shared, so req/s move with other people's load; CPU per request does much less.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += sum(int(value) for value in fields[11:15]) / tick  # utime stime cutime cstime
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return total
+    for child in children:
+        try:
+            fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited between the two reads: counted in cutime from the next read on
+        total += sum(int(value) for value in fields[11:13]) / tick
+    return total
+
+
+def _wrk(port: int, order_id: str, seconds: int, connections: int, work_dir: Path) -> tuple[float, str, int, int]:
     script = work_dir / "create_get.lua"
     script.write_text(WRK_SCRIPT % (json.dumps(ORDER), order_id))
     out = subprocess.run(
@@ -164,7 +187,49 @@ def _wrk(port: int, order_id: str, seconds: int, connections: int, work_dir: Pat
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p99 = re.search(r"\s99%\s+(\S+)", out).group(1)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return rps, p99, int(non2xx.group(1)) if non2xx else 0
+    requests_done = int(re.search(r"(\d+) requests in", out).group(1))
+    return rps, p99, int(non2xx.group(1)) if non2xx else 0, requests_done
+
+
+class Round(NamedTuple):
+    rps: float
+    p99: str
+    errors: int
+    cpu_ms: float  # server CPU (gunicorn master + workers) per request
+    load: float  # 1-minute load average at the end of the run
+
+
+def _median(runs: list[Round]) -> Round:
+    """Each figure's own median (req/s, p99, CPU), so one slow round cannot pick the others."""
+
+    def middle(values: list[float]) -> float:
+        return sorted(values)[len(values) // 2]
+
+    p99s = sorted(runs, key=lambda run: _ms(run.p99))
+    return Round(
+        middle([r.rps for r in runs]),
+        p99s[len(p99s) // 2].p99,
+        sum(r.errors for r in runs),
+        middle([r.cpu_ms for r in runs]),
+        middle([r.load for r in runs]),
+    )
+
+
+def _ms(text: str) -> float:
+    value = float(re.match(r"[\d.]+", text).group(0))
+    return value * {"us": 0.001, "ms": 1.0, "s": 1000.0}[re.search(r"[a-z]+$", text).group(0)]
+
+
+def _describe(label: str, results: dict[str, list[Round]], index: int) -> str:
+    ratio = results["hardened"][index].rps / results["bare"][index].rps
+    lines = [f"  {label}: hardened/bare {ratio:.2f}x  (load average {results['bare'][index].load:.1f})"]
+    for name, runs in results.items():
+        run = runs[index]
+        errors = f"  non-2xx {run.errors}" if run.errors else ""
+        lines.append(
+            f"    {name:10s} {run.rps:7.1f} req/s  p99 {run.p99:>8s}  server CPU {run.cpu_ms:.2f} ms/req{errors}"
+        )
+    return "\n".join(lines)
 
 
 def run() -> None:
@@ -207,6 +272,7 @@ def run() -> None:
         database.close()
 
         servers: dict[str, tuple[int, str]] = {}
+        pids: dict[str, int] = {}
         for name in ("hardened", "no-limiter", "bare"):
             port = _free_port()
             if name != "bare":  # no-limiter: the hardened service with CLOUDPHOENIX_RATE_LIMIT_ENABLED=false
@@ -234,33 +300,39 @@ def run() -> None:
                 ]
                 run_env = env
             processes.append(_start(argv, run_env, port, work / f"{name}.log"))
+            pids[name] = processes[-1].pid
             created = requests.post(f"http://127.0.0.1:{port}/orders", json=ORDER, timeout=5)
             assert created.status_code == 201, created.text
             servers[name] = (port, created.json()["id"])
             _wrk(port, servers[name][1], 2, connections, work)  # warm-up: pools, imports, caches
-        # Interleaved rounds, both servers up the whole time: the machine is shared, so load from
-        # other work hits both sides alike; the median of each side is compared.
+        # Interleaved rounds, all servers up the whole time: the machine is shared, so load from
+        # other work hits every side alike. The order flips each round (no side always goes last);
+        # the ratio is taken per round (neighbours in time) and over the medians.
         rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
-        runs: dict[str, list[tuple[float, str, int]]] = {name: [] for name in servers}
-        for _round in range(rounds):
-            for name, (port, order_id) in servers.items():
-                runs[name].append(_wrk(port, order_id, seconds, connections, work))
+        results: dict[str, list[Round]] = {name: [] for name in servers}
         print(
             f"service_a create+get, gunicorn {WORKERS} workers x {THREADS} threads ({WORKER_CLASS}), "
-            f"wrk -t2 -c{connections} -d{seconds}s x {rounds} interleaved rounds, same PostgreSQL"
+            f"wrk -t2 -c{connections} -d{seconds}s x {rounds} interleaved rounds, same PostgreSQL",
+            flush=True,
         )
-        medians = {}
-        for name, results in runs.items():
-            ordered = sorted(results, key=lambda result: result[0])
-            medians[name] = ordered[len(ordered) // 2]
-            rounds_text = ", ".join(f"{rps:.0f}" for rps, _p99, _errors in results)
-            rps, p99, _errors = medians[name]
-            print(
-                f"  {name:10s} median {rps:8.1f} req/s  p99 {p99:>8s}  non-2xx {sum(r[2] for r in results)}"
-                f"  (rounds: {rounds_text} req/s)"
-            )
-        print(f"  ratio hardened/bare (medians): {medians['hardened'][0] / medians['bare'][0]:.2f}x (target >= 0.85x)")
-        print(f"  ratio no-limiter/bare (medians): {medians['no-limiter'][0] / medians['bare'][0]:.2f}x")
+        for number in range(1, rounds + 1):
+            order = list(servers) if number % 2 else list(reversed(servers))
+            for name in order:
+                port, order_id = servers[name]
+                cpu_before = _server_cpu_seconds(pids[name])
+                rps, p99, errors, done = _wrk(port, order_id, seconds, connections, work)
+                cpu_ms = (_server_cpu_seconds(pids[name]) - cpu_before) * 1000 / max(done, 1)
+                results[name].append(Round(rps, p99, errors, cpu_ms, os.getloadavg()[0]))
+            print(_describe(f"round {number}", results, -1), flush=True)
+        medians = {name: _median(runs) for name, runs in results.items()}
+        ratios = sorted(h.rps / b.rps for h, b in zip(results["hardened"], results["bare"], strict=True))
+        print(_describe("median", {name: [median] for name, median in medians.items()}, 0))
+        print(
+            f"  ratio hardened/bare: median of rounds {ratios[len(ratios) // 2]:.2f}x, of medians "
+            f"{medians['hardened'].rps / medians['bare'].rps:.2f}x (target >= 0.85x); "
+            f"no-limiter/bare {medians['no-limiter'].rps / medians['bare'].rps:.2f}x; "
+            f"server CPU per request hardened/bare {medians['hardened'].cpu_ms / medians['bare'].cpu_ms:.2f}x"
+        )
     finally:
         for process in processes:
             if process.poll() is None:

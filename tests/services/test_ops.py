@@ -62,6 +62,11 @@ def test_metrics_count_requests_and_durations(client_a):
         'http_requests_total{endpoint="/orders/<uuid:order_id>",method="GET",service="service_a",status="404"}' in text
     )
     assert 'http_request_duration_seconds_bucket{endpoint="/healthz"' in text
+    # Label values stay a bounded set: an invented method is "other", an unrouted path "unmatched".
+    client_a.open("/no/such/path", method="BREW")
+    text = client_a.get("/metrics").get_data(as_text=True)
+    assert 'http_requests_total{endpoint="unmatched",method="other",service="service_a",status="404"}' in text
+    assert "BREW" not in text
 
 
 def test_openapi_document_is_served_and_matches_the_repo(client_a):

@@ -121,15 +121,27 @@ def test_request_id_round_trip_and_in_logs(client_a, capfd):
 
 def test_rate_limit_returns_429_problem(clean_db, make_settings):
     from cloudphoenix_services import service_a
+    from limits import parse_many
 
     app = service_a.create_app(make_settings("service_a", rate_limit="3 per minute"))
     client = app.test_client()
     try:
         statuses = [client.get(f"/orders/{uuid.uuid4()}").status_code for _attempt in range(4)]
         assert statuses == [404, 404, 404, 429]
-        limited = client.get(f"/orders/{uuid.uuid4()}")
+        limited = client.get(f"/orders/{uuid.uuid4()}", headers={"X-Request-ID": "limited-1"})
         assert limited.mimetype == "application/problem+json" and int(limited.headers["Retry-After"]) >= 1
+        assert limited.get_json()["request_id"] == "limited-1" and limited.headers["X-Frame-Options"] == "DENY"
         assert client.get("/healthz").status_code == 200  # probes are never rate limited
+        # Per client address: another client still gets through.
+        other = client.get(f"/orders/{uuid.uuid4()}", environ_base={"REMOTE_ADDR": "192.0.2.7"})
+        assert other.status_code == 404
+        # Counted in Flask-Limiter's storage under its own key layout for a default limit (a shared
+        # redis:// storage counts alike), and Flask-Limiter's generic hooks are not on the app.
+        limiter = app.extensions["cloudphoenix"].limiter
+        item = parse_many("3 per minute")[0]
+        assert limiter.limiter.get_window_stats(item, "127.0.0.1", "orders.get_order").remaining == 0
+        assert app.before_request_funcs[None] == [app.before_request_funcs[None][0]]  # only ClientRateLimit.check
+        assert not app.after_request_funcs.get(None) and not app.teardown_request_funcs.get(None)
     finally:
         app.extensions["cloudphoenix"].close()
 

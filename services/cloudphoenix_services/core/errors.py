@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, g, json, request
+from flask import Flask, Response, json, request
 from werkzeug.exceptions import HTTPException
+
+from .observability import current_request_id
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://problems.cloudphoenix.dev/"
@@ -72,10 +74,8 @@ class StorageError(ServiceError):
         return {"Retry-After": "2"}
 
 
-class WritesFenced(ServiceError):
-    """This region has not confirmed, within its lease, that it is the active one."""
-
-    status, slug, title = 503, "writes-fenced", "Writes are fenced in this region"
+class _RetryAfter(ServiceError):
+    """An error the client should retry after ``retry_after`` seconds (the Retry-After header)."""
 
     def __init__(self, detail: str, retry_after: int) -> None:
         super().__init__(detail)
@@ -85,6 +85,16 @@ class WritesFenced(ServiceError):
         return {"Retry-After": str(self.retry_after)}
 
 
+class WritesFenced(_RetryAfter):
+    """This region has not confirmed, within its lease, that it is the active one."""
+
+    status, slug, title = 503, "writes-fenced", "Writes are fenced in this region"
+
+
+class RateLimited(_RetryAfter):
+    status, slug, title = 429, "too-many-requests", "Too many requests"
+
+
 def problem(
     status: int, slug: str, title: str, detail: str | None = None, headers: dict[str, str] | None = None, **extra: Any
 ) -> Response:
@@ -92,7 +102,7 @@ def problem(
     if detail:
         body["detail"] = detail
     body["instance"] = request.path
-    request_id = g.get("request_id")
+    request_id = current_request_id()
     if request_id:
         body["request_id"] = request_id
     body.update(extra)

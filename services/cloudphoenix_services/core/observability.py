@@ -10,9 +10,9 @@ import json
 import logging
 import os
 import re
+import secrets
 import sys
 import time
-import uuid
 from typing import Any
 
 from flask import Flask, Response, g, has_request_context, request
@@ -29,6 +29,7 @@ from prometheus_client import (
 from .config import ConfigError, Settings
 
 REQUEST_ID_HEADER = "X-Request-ID"
+REQUEST_ID_ENVIRON = "cloudphoenix.request_id"  # set by core.app.RequestEnvelope before Flask sees the request
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 REQUESTS = Counter("http_requests_total", "HTTP requests served", ["service", "method", "endpoint", "status"])
@@ -41,6 +42,40 @@ DURATION = Histogram(
 DB_RETRIES = Counter("db_transient_retries_total", "Database operations retried after a transient error", ["service"])
 WRITES_FENCED = Counter("writes_fenced_total", "Writes refused because the region lease is not held", ["service"])
 LEASE_HELD = Gauge("fencing_lease_held", "1 while this worker may accept writes", ["service"], multiprocess_mode="max")
+# Any other method a client sends is counted as "other": label values must stay a bounded set.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_MAX_CACHED_LABEL_SETS = 1024
+
+
+class RequestMetrics:
+    """Duration histogram and request counter per (method, endpoint, status), children cached.
+
+    ``labels()`` takes a lock and validates its arguments on every call; the label sets a service
+    sees are few (route templates, not raw paths), so each pair of children is looked up once.
+    """
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+    def observe(self, method: str, endpoint: str, status: str, seconds: float) -> None:
+        key = (method, endpoint, status)
+        children = self._children.get(key)
+        if children is None:
+            label = method if method in _METHODS else "other"
+            children = (
+                DURATION.labels(self.service, label, endpoint),
+                REQUESTS.labels(self.service, label, endpoint, status),
+            )
+            if len(self._children) < _MAX_CACHED_LABEL_SETS:
+                self._children[key] = children
+        children[0].observe(seconds)
+        children[1].inc()
+
+
+def current_request_id() -> str | None:
+    """The id of the request being served (None outside a request)."""
+    return request.environ.get(REQUEST_ID_ENVIRON) if has_request_context() else None
 
 
 class JsonFormatter(logging.Formatter):
@@ -61,7 +96,7 @@ class JsonFormatter(logging.Formatter):
             "region": self.region,
         }
         if has_request_context():
-            entry["request_id"] = g.get("request_id")
+            entry["request_id"] = request.environ.get(REQUEST_ID_ENVIRON)
             entry["method"] = request.method
             entry["path"] = request.path
         if record.exc_info:
@@ -82,7 +117,7 @@ def request_id_from_header(value: str | None) -> str:
     """Keep a caller's id when it is safe to echo and log; otherwise make one."""
     if value and _SAFE_REQUEST_ID.match(value):
         return value
-    return uuid.uuid4().hex
+    return secrets.token_hex(16)
 
 
 def metrics_response() -> Response:
@@ -122,7 +157,7 @@ def configure_tracing(app: Flask, settings: Settings) -> Any:
     def _start_span() -> None:
         span = tracer.start_span(f"{request.method} {request.path}", kind=trace.SpanKind.SERVER)
         span.set_attribute("http.request.method", request.method)
-        span.set_attribute("cloudphoenix.request_id", g.request_id)
+        span.set_attribute("cloudphoenix.request_id", request.environ.get(REQUEST_ID_ENVIRON, ""))
         g.otel_span = span
 
     @app.teardown_request
