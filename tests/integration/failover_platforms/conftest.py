@@ -68,15 +68,20 @@ def run_steps(tmp_path: Path, steps: list[tuple[str, dict]], play_vars: dict, *a
     return Run(run=run, facts=facts)
 
 
+# Seconds the patched moto takes to promote a replica (modifying, still replicating, then standalone).
+PROMOTE_SECONDS = 3
+
+
 class PatchedMoto(MotoServer):
-    """moto_server with RDS StatusInfos + a detaching PromoteReadReplica (see moto_rds_like_aws.py)."""
+    """moto_server with RDS StatusInfos + a detaching PromoteReadReplica that takes PROMOTE_SECONDS."""
 
     def start(self) -> PatchedMoto:
         self.port = self.port or free_port(self.host)
         script = Path(__file__).with_name("moto_rds_like_aws.py")
         self.process = subprocess.Popen(
             [sys.executable, str(script), self.host, str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **MOTO_ENV},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env={**os.environ, **MOTO_ENV, "MOTO_RDS_PROMOTE_SECONDS": str(PROMOTE_SECONDS)},
         )
         wait_for_port(self.host, self.port)
         return self

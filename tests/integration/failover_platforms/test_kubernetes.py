@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import copy
 import json
+import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -159,13 +161,22 @@ def test_check_mode_sends_no_change_to_either_cluster(seeds, tmp_path: Path):
         assert run.run.total("changed") > 0, "check mode should report what would change"
 
 
-def test_unreachable_old_cluster_is_recorded_as_skipped_and_the_dr_region_still_moves(seeds, tmp_path: Path):
-    with mock_clusters("west") as clusters:
+@pytest.mark.parametrize("failure", ["refused", "hangs"])
+def test_unreachable_old_cluster_is_recorded_as_skipped_and_the_dr_region_still_moves(seeds, tmp_path: Path, failure):
+    """The old region's API is gone: nothing listens (refused), or it accepts and never answers (hangs)."""
+    with mock_clusters("west") as clusters, socket.socket() as blackhole:
         seed(clusters["west"].cluster, seeds["west"], deployment_replicas=1)
-        dead = f"http://127.0.0.1:{free_port()}"   # nothing listens: the old region's API is gone
+        if failure == "refused":
+            dead = f"http://127.0.0.1:{free_port()}"
+        else:   # the kernel completes the handshake (backlog); no one ever reads the request
+            blackhole.bind(("127.0.0.1", 0))
+            blackhole.listen(8)
+            dead = f"http://127.0.0.1:{blackhole.getsockname()[1]}"
         kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", {"east": dead, "west": clusters["west"].url})
 
-        run = run_steps(tmp_path, STEPS, play_vars(kubeconfig), inventory_vars=[PRODUCTION_VARS])
+        started = time.monotonic()
+        run = run_steps(tmp_path, STEPS, play_vars(kubeconfig, failover_k8s_old_cluster_timeout=5),
+                        inventory_vars=[PRODUCTION_VARS])
         assert run.run.rc == 0, run.output[-5000:]
         fence = run.facts["failover_k8s_fence"]
         assert fence["reachable"] is False and fence["scaled_to_zero"] == []
@@ -173,3 +184,4 @@ def test_unreachable_old_cluster_is_recorded_as_skipped_and_the_dr_region_still_
         assert fenced.startswith("kubernetes east: skipped, cluster unreachable"), fenced
         for name, minimum in SERVICES.items():
             assert deployment(clusters["west"], name)["spec"]["replicas"] == minimum
+        assert time.monotonic() - started < 120

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.failover_platforms.conftest import run_steps
+from tests.integration.failover_platforms.conftest import PROMOTE_SECONDS, run_steps
 from tests.support.moto import MOTO_ENV
 from tests.support.net import free_port
 
@@ -69,7 +69,7 @@ def play_vars(moto, **overrides) -> dict:
         "failover_rds_instances": {"east": {"identifier": PRIMARY, "aws_region": "us-east-1"},
                                    "west": {"identifier": REPLICA, "aws_region": "us-west-2"}},
         "failover_rds_poll_interval": 1,
-        "failover_rds_promote_timeout": 3,
+        "failover_rds_promote_timeout": 30,
         "failover_rds_api_timeout": 15,
         **overrides,
     }
@@ -94,7 +94,8 @@ def test_promote_detaches_the_replica_stops_the_old_primary_and_rerun_changes_no
     assert rds["promoted"] is True
     assert rds["endpoint"] == pair["replica"]["Endpoint"]["Address"]
     assert rds["was_replica_of"] == pair["primary"]["DBInstanceArn"]
-    assert isinstance(rds["seconds_to_writable"], float) and rds["seconds_to_writable"] >= 0
+    # the patched moto is `modifying` for PROMOTE_SECONDS: the run waited for it, and measured it
+    assert isinstance(rds["seconds_to_writable"], float) and rds["seconds_to_writable"] >= PROMOTE_SECONDS
     assert first.facts["failover_promote"]["changed"] is True
     assert first.facts["failover_promote"]["seconds_to_writable"] == rds["seconds_to_writable"]
     assert "available" in first.facts["failover_fence_db"]["method"]
@@ -109,6 +110,19 @@ def test_promote_detaches_the_replica_stops_the_old_primary_and_rerun_changes_no
     assert second.facts["failover_rds"]["promoted"] is False
     assert "already standalone" in second.facts["failover_promote"]["msg"]
     assert second.facts["failover_rds"]["old_primary_stop"] == "already stopped"
+
+
+def test_rerun_during_a_promotion_under_way_waits_for_it_instead_of_promoting_again(moto_rds, tmp_path: Path):
+    """An interrupted run had already called PromoteReadReplica: the instance is `modifying`."""
+    make_pair(moto_rds)
+    moto_rds.client("rds", "us-west-2").promote_read_replica(DBInstanceIdentifier=REPLICA)
+    assert describe(moto_rds, "us-west-2", REPLICA)["DBInstanceStatus"] == "modifying"
+    run = run_steps(tmp_path, [STEPS[1]], play_vars(moto_rds))
+    assert run.run.rc == 0, run.output[-4000:]
+    assert "(a promotion already under way): waited for it" in run.facts["failover_promote"]["msg"]
+    assert run.facts["failover_rds"]["promoted"] is False
+    assert not describe(moto_rds, "us-west-2", REPLICA).get("ReadReplicaSourceDBInstanceIdentifier")
+    assert describe(moto_rds, "us-east-1", PRIMARY)["DBInstanceStatus"] == "stopped"
 
 
 def test_check_mode_reports_the_promotion_and_changes_nothing(moto_rds, tmp_path: Path):
@@ -157,7 +171,7 @@ def test_lost_old_region_is_recorded_and_the_promotion_still_happens(moto_rds, t
 def test_stock_moto_promotion_never_takes_and_the_run_fails_instead_of_claiming_success(moto, tmp_path: Path):
     """Stock moto 5.2: no StatusInfos (rds_instance sees no replica) and the source stays set: must not pass."""
     make_pair(moto)
-    run = run_steps(tmp_path, [STEPS[1]], play_vars(moto))
+    run = run_steps(tmp_path, [STEPS[1]], play_vars(moto, failover_rds_promote_timeout=3))
     assert run.run.rc != 0
     assert f"RDS instance {REPLICA} (us-west-2) is not a standalone, available instance" in run.run.stdout, \
         run.output[-3000:]
