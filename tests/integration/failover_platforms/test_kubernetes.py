@@ -161,6 +161,19 @@ def test_check_mode_sends_no_change_to_either_cluster(seeds, tmp_path: Path):
         assert run.run.total("changed") > 0, "check mode should report what would change"
 
 
+@pytest.mark.parametrize("clusters", [
+    {}, {"east": {"context": "east"}}, {"east": {"context": "c"}, "west": {"context": "c"}},
+], ids=["none", "dr-missing", "same-context"])
+def test_regions_without_their_own_cluster_are_refused_first(tmp_path: Path, clusters):
+    """Else the default context (possibly the DR cluster) would get the old region's scale to 0."""
+    run = run_steps(tmp_path, STEPS, play_vars(tmp_path / "no-kubeconfig", failover_k8s_clusters=clusters),
+                    inventory_vars=[PRODUCTION_VARS])
+    assert run.run.rc != 0
+    assert "failover_k8s_clusters must give regions east and west each their own" in run.run.stdout, run.output[-3000:]
+    assert "Nothing was changed." in run.run.stdout
+    assert run.run.total("changed") == 0
+
+
 @pytest.mark.parametrize("failure", ["refused", "hangs"])
 def test_unreachable_old_cluster_is_recorded_as_skipped_and_the_dr_region_still_moves(seeds, tmp_path: Path, failure):
     """The old region's API is gone: nothing listens (refused), or it accepts and never answers (hangs)."""
