@@ -140,14 +140,17 @@ def test_check_mode_reports_the_promotion_and_changes_nothing(moto_rds, tmp_path
     {"east": {"identifier": PRIMARY, "aws_region": "us-east-1"},
      "west": {"identifier": "cp-prod-db-nope", "aws_region": "us-west-2"}},
     {"east": {"identifier": PRIMARY, "aws_region": "us-east-1"}},
-], ids=["replica-not-found", "no-instance-for-region"])
+    {"east": {"identifier": REPLICA, "aws_region": "us-west-2"},
+     "west": {"identifier": REPLICA, "aws_region": "us-west-2"}},
+], ids=["replica-not-found", "no-instance-for-region", "same-instance-for-both"])
 def test_missing_replica_fails_clearly_and_changes_nothing(moto_rds, tmp_path: Path, instances):
     make_pair(moto_rds)
     run = run_steps(tmp_path, STEPS, play_vars(moto_rds, failover_rds_instances=instances))
     assert run.run.rc != 0
     assert "Nothing was changed." in run.run.stdout, run.output[-3000:]
     assert ("no RDS instance cp-prod-db-nope in us-west-2" in run.run.stdout
-            or "failover_rds_instances has no instance for region west" in run.run.stdout)
+            or "failover_rds_instances has no instance for region west" in run.run.stdout
+            or f"failover_rds_instances names the same instance {REPLICA} (us-west-2)" in run.run.stdout)
     assert run.run.total("changed") == 0
     assert describe(moto_rds, "us-west-2", REPLICA).get("ReadReplicaSourceDBInstanceIdentifier")
     assert describe(moto_rds, "us-east-1", PRIMARY)["DBInstanceStatus"] == "available"
