@@ -403,6 +403,8 @@ class TransferReader:
         rcode = flags & 0xF
         if rcode:
             self._refused("rcode %s" % dns.rcode.to_text(rcode))
+        if first and not ancount:
+            self._refused("an empty answer")
         pos = 12
         for _dummy in range(qdcount):
             pos = _read_name(wire, pos)[1] + 4
