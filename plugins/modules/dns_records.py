@@ -180,8 +180,8 @@ changes:
     - One entry per record that changed (or would change in check mode), C(action) is V(create), V(update) or
       V(delete).
     - The values before the change are in RV(before), the values after are the ones in O(records); diff mode
-      shows both in zone-file form. (They are not repeated here: for 1,000 records that would add ~40% to the
-      result, which Ansible scrubs and serialises node by node.)
+      shows both in zone-file form. They are not repeated here, for 1,000 records that would add ~40% to the
+      result, which Ansible scrubs and serialises node by node.
   returned: success
   type: list
   elements: dict
