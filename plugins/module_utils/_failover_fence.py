@@ -6,7 +6,7 @@ One module call instead of two tasks (each Ansible task and module start costs 0
 critical path of a failover). The database fence is pg_replication's (fast shutdown, then
 immediate, SIGKILL for a SIGSTOPped postmaster); when the preflight already found the old primary
 cut off or hung, the fast shutdown is skipped: it would wait for a standby it cannot reach.
-The services are stopped like stop_pidfiles.sh did: QUIT (gunicorn's fast shutdown), KILL at once
+The services: QUIT (gunicorn's fast shutdown; with timeout 0, KILL right after it), KILL at once
 for a stopped (hung) process, KILL for whatever still runs after the timeout.
 """
 

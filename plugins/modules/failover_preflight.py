@@ -20,12 +20,16 @@ description:
     or when another run that is still running holds the claim (a concurrent run).
   - A plan with C(status=done) means the stack already runs on O(target_region) - the runbook then
     changes nothing. V(resume) means an earlier run was interrupted after its claim - the runbook continues it.
+  - With O(claim=true) the module also makes the claim when the plan needs one - the compare-and-swap of the
+    fencing record from the value it read to C(plan.claim.value), in the same call (one module start less on
+    the critical path). That is its only change, made after every check passed; a concurrent run that swapped
+    first makes it fail with C(claim lost), having changed nothing.
 author: CloudPhoenix engineers (@cloudphoenix)
 extends_documentation_fragment:
   - cloudphoenix.stack.dns
 attributes:
   check_mode:
-    description: Read-only; runs the same in check mode.
+    description: Read-only (with O(claim=true), the claim is only checked, not made).
     support: full
   diff_mode:
     description: Nothing to diff.
@@ -96,6 +100,16 @@ options:
     description: Continue an unfinished run claimed from another controller (whose process cannot be checked from here).
     type: bool
     default: false
+  claim:
+    description:
+      - Make the claim (compare-and-swap of O(fencing_record)) when the plan needs one. Needs the provider's
+        credentials (O(key_name)/O(key_secret) for RFC 2136).
+    type: bool
+    default: false
+  claim_ttl:
+    description: TTL of the fencing record written by the claim.
+    type: int
+    default: 5
   mode:
     description: Which runbook asks; only changes the wording of messages.
     type: str
@@ -152,6 +166,16 @@ started_at:
   description: Unix time at which the preflight started (the start of the RTO clock).
   returned: always
   type: float
+decided_at:
+  description: Unix time at which the plan was decided (the end of the preflight phase; the claim follows).
+  returned: success
+  type: float
+claim:
+  description:
+    - With O(claim=true) - C(cas) (V(swapped), V(matched) in check mode, V(already_applied)), C(changed), C(value).
+    - Absent when no claim was needed (a resumed or finished run).
+  returned: when a claim was made or planned
+  type: dict
 """
 
 import time
@@ -225,6 +249,8 @@ def main():
         allow_data_loss=dict(type="bool", default=False),
         takeover=dict(type="bool", default=False),
         mode=dict(type="str", default="failover", choices=["failover", "switchover", "failback"]),
+        claim=dict(type="bool", default=False),
+        claim_ttl=dict(type="int", default=5),
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True, **PROVIDER_RULES)
     check_provider_options(module)
@@ -279,7 +305,34 @@ def main():
         module.fail_json(msg="preflight: " + exc.msg, **result)
     result["plan"] = plan
     result["msg"] = plan["msg"]
+    result["decided_at"] = time.time()
+    if params["claim"] and plan["status"] != "done" and plan["claim"]["needed"]:
+        claim(module, provider, plan, params, result)
     module.exit_json(**result)
+
+
+def claim(module, provider, plan, params, result):
+    """The claim: compare-and-swap of the fencing record, the runbook's first change (nothing else changed)."""
+    name = params["fencing_record"]
+    try:
+        desired = _dns.normalize_records([{"name": name, "type": "TXT", "ttl": params["claim_ttl"],
+                                           "values": [plan["claim"]["value"]]}], params["zone"], params["claim_ttl"])
+        expect = _dns.normalize_expect([{"name": name, "type": "TXT", "values": [plan["claim"]["expect"]]}],
+                                       params["zone"])
+        outcome = _dns.switch(provider, desired, expect=expect, check_mode=module.check_mode,
+                              retry_timeout=params["timeout"], log=module.debug)
+    except _dns.ConflictError as exc:
+        now = [value for record in exc.details.get("current", []) for value in record.get("values", [])]
+        result.update(conflict=True, current=exc.details.get("current", []))
+        module.fail_json(msg="claim lost: the fencing record now says %s; another run is doing this %s. This run "
+                             "stops here; it changed nothing." % (", ".join(now) or "something else", params["mode"]),
+                         **result)
+    except (_dns.DnsError, RetryBudgetExceeded) as exc:
+        module.fail_json(msg="claim failed, nothing else was changed: %s" % (getattr(exc, "msg", None) or exc),
+                         **result)
+    result["claim"] = {"cas": outcome["cas"], "changed": outcome["changed"], "value": plan["claim"]["value"],
+                       "claimed_at": time.time()}
+    result["changed"] = outcome["changed"]
 
 
 if __name__ == "__main__":

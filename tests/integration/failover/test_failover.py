@@ -8,6 +8,7 @@ tests or molecule.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -48,6 +49,12 @@ def ask(name: str, rtype: str = "A") -> list[str]:
     query = dns.message.make_query(name, rtype)
     answer = dns.query.udp(query, "127.0.0.1", port=5353, timeout=2)
     return sorted(rdata.to_text().strip('"') for rrset in answer.answer for rdata in rrset)
+
+
+def ttl(name: str) -> int:
+    query = dns.message.make_query(name, "A")
+    answer = dns.query.udp(query, "127.0.0.1", port=5353, timeout=2)
+    return answer.answer[0].ttl
 
 
 def active() -> str:
@@ -163,8 +170,9 @@ def test_lag_over_budget_is_refused_then_allowed_with_the_override(lab) -> None:
     assert report["outcome"] == "completed" and report["kind"] == "failover"
     assert report["data_at_risk_bytes"] > 65536 and report["lag_bytes_at_promotion"] == report["data_at_risk_bytes"]
     assert "lag at promotion (data at risk)" in allowed.stdout and "KiB" in allowed.stdout
-    assert [row["phase"] for row in report["phases"]] == ["preflight", "claim", "fence", "promote", "repoint",
-                                                          "switch_dns", "verify"]
+    # DNS switches right after the promotion; repoint (a check in the lab) is made with verify
+    assert [row["phase"] for row in report["phases"]] == ["preflight", "claim", "fence", "promote", "switch_dns",
+                                                          "repoint", "verify"]
     assert all(row["seconds"] is not None for row in report["phases"])
     assert report["old_primary"] == "east" and report["new_primary"] == "west"
 
@@ -186,8 +194,48 @@ def test_failback_rejoins_switches_back_and_is_idempotent(lab) -> None:
     assert role("west") == "standby"
     report = latest_report("failback")
     assert report["data_at_risk_bytes"] == 0  # zero-loss budget: promotion only with everything received
+    assert [row["phase"] for row in report["phases"]][:2] == ["preflight", "prepare"]  # planned: short TTL first
+    assert all(ttl(name) == 5 for name in PUBLIC)  # ... and the configured TTL back afterwards
     again = playbook("failback")
     assert again.rc == 0 and again.total("changed") == 0, changed_tasks(again)
+
+
+def test_switchover_lowers_the_ttl_first_and_restores_it(lab) -> None:
+    import threading
+
+    seen, done = [], threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            with contextlib.suppress(Exception):  # a missed poll
+                rrset = dns.query.udp(dns.message.make_query("api.phoenix.test", "A"), "127.0.0.1", port=5353,
+                                      timeout=1).answer[0]
+                seen.append((rrset.ttl, rrset[0].address))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        run = playbook("switchover")
+    finally:
+        done.set()
+        watcher.join()
+    assert run.rc == 0, run.stdout[-4000:]
+    on("west")
+    # the old address with the short TTL before the switch, the new one with it right after, then TTL 5 again
+    assert (1, ADDRESS["east"]) in seen and (1, ADDRESS["west"]) in seen, sorted(set(seen))
+    assert seen.index((1, ADDRESS["east"])) < seen.index((1, ADDRESS["west"]))
+    assert all(ttl(name) == 5 for name in PUBLIC)
+    report = latest_report("switchover")
+    assert report["data_at_risk_bytes"] == 0
+    prepare = next(row for row in report["phases"] if row["phase"] == "prepare")
+    assert prepare["seconds"] >= 5  # the old TTL was waited out, and it is not counted in the RTO
+    assert report["rto_seconds"] < report["total_seconds"] - 5
+    again = playbook("switchover")
+    assert again.rc == 0 and again.total("changed") == 0, changed_tasks(again)
+    back = playbook("failback")
+    assert back.rc == 0, back.stdout[-4000:]
+    on("east")
 
 
 def test_concurrent_runs_exactly_one_wins(lab) -> None:
