@@ -8,6 +8,7 @@ old ones finish their requests.
 """
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -30,6 +31,12 @@ def _load_env_file():
 
 
 _load_env_file()
+# The logging HOWTO's "Optimization" switches: no caller frame lookup, thread name or
+# multiprocessing name per record (no format here uses them); the access log writes one record
+# per request. Set here, in the master, so every worker forked from it inherits them.
+logging._srcfile = None
+logging.logThreads = False
+logging.logMultiprocessing = False
 _service = os.environ.get("CLOUDPHOENIX_SERVICE", "service_a")
 if _service not in {"service_a", "service_b"}:
     raise SystemExit(f"CLOUDPHOENIX_SERVICE must be service_a or service_b, got {_service!r}")
@@ -57,7 +64,7 @@ limit_request_field_size = 8190
 pidfile = os.environ.get("CLOUDPHOENIX_PIDFILE") or None
 proc_name = f"cloudphoenix-{_service}-{os.environ.get('CLOUDPHOENIX_REGION', 'local')}"
 control_socket_disable = True  # gunicorn 27 otherwise shares ~/.gunicorn/gunicorn.ctl between instances
-accesslog = os.environ.get("CLOUDPHOENIX_ACCESS_LOG", "-")
+accesslog = os.environ.get("CLOUDPHOENIX_ACCESS_LOG", "-") or None  # empty: no access log
 errorlog = os.environ.get("CLOUDPHOENIX_ERROR_LOG", "-")
 loglevel = os.environ.get("CLOUDPHOENIX_LOG_LEVEL", "info").lower()
 forwarded_allow_ips = os.environ.get("CLOUDPHOENIX_FORWARDED_ALLOW_IPS", "127.0.0.1")

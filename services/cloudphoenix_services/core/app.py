@@ -34,10 +34,11 @@ from .observability import (
     request_id_from_header,
 )
 from .ratelimit import ClientRateLimit, detach_generic_hooks, storage_uri
-from .storage import Storage
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication
+
+    from .storage import Storage
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXTENSION = "cloudphoenix"
@@ -99,12 +100,17 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> F
         enabled=settings.rate_limit_enabled,  # off only where a gateway in front already limits
     )
     detach_generic_hooks(app, limiter)  # ClientRateLimit below does the per-request check (see ratelimit.py)
+    storage = None
+    if spec.needs_bucket:
+        from .storage import Storage  # boto3 is ~40% of a worker's import time: only where it is used
+
+        storage = Storage(settings)
     state = Runtime(
         spec=spec,
         settings=settings,
         db=Database(settings, on_retry=DB_RETRIES.labels(spec.name).inc),
         fence=Fence(settings),
-        storage=Storage(settings) if spec.needs_bucket else None,
+        storage=storage,
         limiter=limiter,
         openapi=resources.files(spec.openapi_package).joinpath("openapi.yaml").read_bytes(),
     )
