@@ -10,6 +10,7 @@ most 2x the time of 1 record. Servers run on free ports (never the lab's).
 from __future__ import annotations
 
 import os
+import resource
 import statistics
 import tempfile
 import time
@@ -30,25 +31,40 @@ def _records(count: int, address: str) -> list[dict]:
     return [{"name": f"n{count}-{i}.{ZONE}", "type": "A", "ttl": 5, "values": [address]} for i in range(count)]
 
 
-def _measure(provider: str, args: dict) -> list[tuple]:
+def _cpu_seconds(pid: int | None = None) -> float:
+    """user+sys CPU seconds of the waited-for children (pid None) or of the running process `pid`."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _measure(provider: str, args: dict, server_pid: int) -> list[tuple]:
     """Sizes interleaved round by round, so a load spike on the shared machine hits every size alike."""
     walls: dict[int, list[float]] = {n: [] for n in SIZES}
     inside: dict[int, list[float]] = {n: [] for n in SIZES}
+    cpu: dict[int, list[float]] = {n: [] for n in SIZES}
+    server_cpu: dict[int, list[float]] = {n: [] for n in SIZES}
     batches: dict[int, int] = {}
     for count in SIZES:  # set up, not timed
         assert not run_module("dns_records", {**args, "records": _records(count, ADDRESSES[0])}).failed
     for round_no in range(REPEAT):
         address = ADDRESSES[(round_no + 1) % 2]
         for count in SIZES:
+            cpu_before, server_before = _cpu_seconds(), _cpu_seconds(server_pid)
             started = time.monotonic()
             result = run_module("dns_records", {**args, "records": _records(count, address), "wait": True})
             walls[count].append(time.monotonic() - started)
+            cpu[count].append(_cpu_seconds() - cpu_before)
+            server_cpu[count].append(_cpu_seconds(server_pid) - server_before)
             if result.failed or not result.changed:
                 raise RuntimeError(f"switch failed: {result.get('msg')}")
             inside[count].append(result["timings"]["total"])
             batches[count] = len(result["batches"])
     return [(provider, n, {"wall": statistics.median(walls[n]), "inside": statistics.median(inside[n]),
-                           "batches": batches[n]}) for n in SIZES]
+                           "batches": batches[n], "cpu": statistics.median(cpu[n]),
+                           "server_cpu": statistics.median(server_cpu[n])}) for n in SIZES]
 
 
 def _bind_rows() -> list[tuple]:
@@ -56,7 +72,7 @@ def _bind_rows() -> list[tuple]:
     try:
         return _measure("BIND 9 (rfc2136)", {
             "provider": "rfc2136", "server": server.host, "port": server.port, "zone": ZONE,
-            "key_name": server.key_name, "key_secret": server.secret})
+            "key_name": server.key_name, "key_secret": server.secret}, server.process.pid)
     finally:
         server.destroy()
 
@@ -69,7 +85,7 @@ def _moto_rows() -> list[tuple]:
         # switching existing single-value records is an UPSERT: counted twice against Route 53's limit
         # of 1000 ResourceRecord elements per batch, so 1000 records need allow_split (2 batches)
         return _measure("moto (route53)", {"provider": "route53", "zone": ZONE, "endpoint_url": server.endpoint_url,
-                                           "allow_split": True})
+                                           "allow_split": True}, server.process.pid)
     finally:
         server.stop()
 
@@ -107,6 +123,15 @@ def run() -> None:
         print(f"target 1000 <= 2 x 1 on {provider}: {verdict}")
     print(f"for reference, process start only (module fails validation before any client or traffic): "
           f"{start_only:.3f} s")
+    print("for reference, CPU seconds (user+sys, median) of the module process and of the server (named / "
+          "moto_server) per switch: less sensitive to other load than the wall times above")
+    print(f"{'provider':<18} {'records':>7} {'module cpu':>11} {'server cpu':>11} {'sum x of 1':>11}")
+    base_cpu = {}
+    for provider, count, figures in rows:
+        total = figures["cpu"] + figures["server_cpu"]
+        base_cpu.setdefault(provider, total)
+        print(f"{provider:<18} {count:>7} {figures['cpu']:>11.3f} {figures['server_cpu']:>11.3f} "
+              f"{total / base_cpu[provider]:>11.2f}")
 
 
 if __name__ == "__main__":

@@ -48,8 +48,6 @@ MAX_TTL = 2147483647
 _LABEL_RE = re.compile(r"^(\*|[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)$")
 # fast paths for the common case (the slow checks below give the error messages)
 _PLAIN_NAME_RE = re.compile(r"^(\*\.)?([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.)+\Z")
-_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-_CANONICAL_IPV4_RE = re.compile(r"^%s(\.%s){3}\Z" % (_OCTET, _OCTET))
 QUERY_TIMEOUT = 2.0  # one DNS query / connection attempt; the overall budget is the caller's
 
 
@@ -122,13 +120,21 @@ def _quote_txt(value):
     return " ".join('"%s"' % chunk for chunk in chunks)
 
 
+def _is_canonical_ipv4(text):
+    """True for a dotted quad already in canonical form; the round trip refuses '127.1', '01.2.3.4', ..."""
+    try:
+        return socket.inet_ntoa(socket.inet_aton(text)) == text
+    except (OSError, ValueError):
+        return False
+
+
 def canonical_value(rtype, value, where="value"):
     """Validate one value and return its canonical presentation form."""
     if not isinstance(value, str):
         value = str(value)
     text = value.strip()
     if rtype == "A":
-        if _CANONICAL_IPV4_RE.match(text):
+        if _is_canonical_ipv4(text):
             return text
         try:
             return str(ipaddress.IPv4Address(text))
