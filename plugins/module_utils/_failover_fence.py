@@ -40,6 +40,10 @@ def fence_database(node, opts, skip_fast, check_mode):
         return ensure_fenced(node, opts, check_mode)
     out = Outcome()
     out.extra["strategy"] = strategy
+    if not _alive(pid):  # killed, a zombie nobody reaped yet: nothing to stop
+        out.before = out.after = {"running": False, "accepting_writes": False}
+        out.extra["msg"] = "not running: takes no writes"
+        return out.as_dict()
     out.before = {"running": True}
     out.after = {"running": False, "accepting_writes": False}
     out.act("stop %s (immediate: it did not answer the preflight)" % node.what())

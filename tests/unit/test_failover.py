@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 from ansible_collections.cloudphoenix.stack.plugins.module_utils import _failover as fo
@@ -269,3 +270,21 @@ def test_fence_runs_database_and_services_together(tmp_path):
         for proc in (svc, pg):
             if proc.poll() is None:
                 proc.kill()
+
+
+def test_a_killed_unreaped_postmaster_is_not_running(tmp_path):
+    import signal
+    import subprocess
+
+    from ansible_collections.cloudphoenix.stack.plugins.module_utils import _failover_fence as fence
+
+    proc = subprocess.Popen(["sleep", "30"])
+    os.kill(proc.pid, signal.SIGKILL)
+    time.sleep(0.2)  # a zombie until reaped below: kill -0 still succeeds
+    node = FakeNode(proc)
+    node.postmaster_pid = lambda: proc.pid
+    try:
+        out = fence.fence_database(node, {"strategy": "stop"}, skip_fast=True, check_mode=False)
+        assert out["msg"].startswith("not running") and not out["changed"] and node.stops == []
+    finally:
+        proc.wait()
