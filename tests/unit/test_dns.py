@@ -26,6 +26,29 @@ def test_values_are_canonical(rtype: str, given: str, canonical: str) -> None:
     assert _dns.canonical_value(rtype, given) == canonical
 
 
+@pytest.mark.parametrize("given", ["127.1", "01.2.3.4", "1.2.3.04", "0x7f.0.0.1", "1.2.3.4 abc", "256.1.1.1", "1.2.3",
+                                   ""])
+def test_the_ipv4_fast_path_takes_only_canonical_dotted_quads(given: str) -> None:
+    """inet_aton accepts '127.1', octal/hex parts and trailing junk: the round trip must send them to the strict
+    check, which refuses them."""
+    with pytest.raises(_dns.ValidationError, match="is not an IPv4 address"):
+        _dns.canonical_value("A", given)
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ("API.Phoenix.Test", "api.phoenix.test."), ("*.phoenix.test.", "*.phoenix.test."),
+    ("_acme-challenge.x1.phoenix.test", "_acme-challenge.x1.phoenix.test."),
+    ("a.*.phoenix.test", None), ("-a.phoenix.test", None), ("a-.phoenix.test", None), ("a..phoenix.test", None),
+    ("x" * 64 + ".phoenix.test", None), ("a b.phoenix.test", None),
+])
+def test_the_name_fast_path_agrees_with_the_label_checks(given: str, expected: str | None) -> None:
+    if expected is None:
+        with pytest.raises(_dns.ValidationError):
+            _dns.absolute_name(given)
+    else:
+        assert _dns.absolute_name(given) == expected
+
+
 def test_long_txt_is_split_into_255_byte_strings() -> None:
     value = _dns.canonical_value("TXT", "x" * 300)
     assert value == f'"{"x" * 255}" "{"x" * 45}"'
