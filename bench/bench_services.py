@@ -4,13 +4,13 @@ Both talk to the same real PostgreSQL and do the same SQL (INSERT ... RETURNING,
 under the same gunicorn settings file (services/gunicorn.conf.py); the difference is everything
 the core adds: validation, idempotency key, problem errors, request ids, security headers, rate
 limiting (memory storage), multiprocess metrics, JSON access log, pooled connections with
-retries. Target: hardened >= 0.85x bare req/s. Also run, for reference: the hardened service
-without its rate limiter, and the bare app on gunicorn's defaults (``bare-cli``).
+retries. Target: hardened >= 0.85x bare req/s. Also run, for reference: the bare app on
+gunicorn's defaults (``bare-cli``).
 
 Besides req/s and p99 it reports each server's CPU time per request (gunicorn master + workers,
 from /proc): on a shared machine req/s move with other people's load, CPU per request far less.
 
-    python -m bench services            (BENCH_SECONDS=10, BENCH_ROUNDS=3, BENCH_CONNECTIONS=16)
+    python -m bench services            (BENCH_SECONDS=10, BENCH_ROUNDS=4, BENCH_CONNECTIONS=16)
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import resource
 import secrets
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -217,7 +218,7 @@ def _median(runs: list[Round]) -> Round:
     """Each figure's own median (req/s, p99, CPU), so one slow round cannot pick the others."""
 
     def middle(values: list[float]) -> float:
-        return sorted(values)[len(values) // 2]
+        return statistics.median(values)
 
     p99s = sorted(runs, key=lambda run: _ms(run.p99))
     return Round(
@@ -291,14 +292,11 @@ def run() -> None:
         pids: dict[str, int] = {}
         postmaster = cluster.postmaster_pid()
         same_settings = [sys.executable, "-m", "gunicorn", "-c", str(SERVICES / "gunicorn.conf.py")]
-        for name in ("hardened", "no-limiter", "bare", "bare-cli"):
+        for name in ("hardened", "bare", "bare-cli"):
             port = _free_port()
             run_env = {**env, "CLOUDPHOENIX_BIND": f"127.0.0.1:{port}"}
             if name == "hardened":  # production defaults (the limit is raised: one wrk client is one address)
                 argv = same_settings
-            elif name == "no-limiter":
-                argv = same_settings
-                run_env["CLOUDPHOENIX_RATE_LIMIT_ENABLED"] = "false"
             elif name == "bare":  # the same gunicorn settings file (workers, threads, keep-alive, max_requests, ...)
                 argv = [*same_settings, BARE_APP]
                 run_env["CLOUDPHOENIX_ACCESS_LOG"] = ""  # a bare app has no JSON access log: that is hardening
@@ -314,7 +312,7 @@ def run() -> None:
         # Interleaved rounds, all servers up the whole time: the machine is shared, so load from
         # other work hits every side alike. The order flips each round (no side always goes last);
         # the ratio is taken per round (neighbours in time) and over the medians.
-        rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
+        rounds = int(os.environ.get("BENCH_ROUNDS", "4"))  # even: each order (see below) runs equally often
         results: dict[str, list[Round]] = {name: [] for name in servers}
         print(
             f"service_a create+get, gunicorn {WORKERS} workers x {THREADS} threads ({WORKER_CLASS}), "
@@ -333,16 +331,15 @@ def run() -> None:
                 results[name].append(Round(rps, p99, errors, server, all_ms, os.getloadavg()[0]))
             print(_describe(f"round {number}", results, -1), flush=True)
         medians = {name: _median(runs) for name, runs in results.items()}
-        ratios = sorted(h.rps / b.rps for h, b in zip(results["hardened"], results["bare"], strict=True))
+        ratios = [h.rps / b.rps for h, b in zip(results["hardened"], results["bare"], strict=True)]
         print(_describe("median", {name: [median] for name, median in medians.items()}, 0))
         hardened, bare = medians["hardened"], medians["bare"]
         print(
-            f"  hardened/bare req/s: median of per-round ratios {ratios[len(ratios) // 2]:.2f}x, ratio of medians "
+            f"  hardened/bare req/s: median of per-round ratios {statistics.median(ratios):.2f}x, ratio of medians "
             f"{hardened.rps / bare.rps:.2f}x (target >= 0.85x)\n"
             f"  CPU per request, bare/hardened: all {bare.all_ms / hardened.all_ms:.2f}x (the req/s ratio where the"
             f" machine's CPU is the limit), server {bare.cpu_ms / hardened.cpu_ms:.2f}x\n"
-            f"  for reference: no-limiter/bare {medians['no-limiter'].rps / bare.rps:.2f}x, "
-            f"hardened/bare-cli {hardened.rps / medians['bare-cli'].rps:.2f}x"
+            f"  for reference: hardened/bare-cli {hardened.rps / medians['bare-cli'].rps:.2f}x"
         )
     finally:
         for process in processes:
