@@ -44,19 +44,26 @@ WORKERS, THREADS, WORKER_CLASS = "2", "4", "gthread"
 BARE_APP = "bench.bench_services:create_bare_app()"
 ORDER = {"customer_id": "bench", "currency": "EUR", "items": [{"sku": "A-1", "quantity": 2, "unit_price_cents": 1250}]}
 
+# Every POST must be a real create: a unique Idempotency-Key per request, run and wrk thread.
+# (LuaJIT's math.random is not seeded, so a random id was the same in both wrk threads and in
+# every run: most POSTs were idempotent replays, an INSERT that conflicts plus a SELECT, where
+# the bare app always did one INSERT.) The run token comes from Python, the thread number from setup().
 WRK_SCRIPT = """
 local counter = 0
 local body = '%s'
+local threads = 0
+setup = function(thread)
+  threads = threads + 1
+  thread:set("tid", tostring(threads))
+end
 request = function()
   counter = counter + 1
   if counter %% 2 == 1 then
     return wrk.format("POST", "/orders", {["Content-Type"] = "application/json",
-      ["Idempotency-Key"] = "bench-" .. id .. "-" .. counter}, body)
+      ["Idempotency-Key"] = "bench-%s-" .. tid .. "-" .. counter}, body)
   end
   return wrk.format("GET", "/orders/%s")
 end
-setup = function(thread) thread:set("id", tostring(math.random(1, 1e9))) end
-init = function() id = tostring(math.random(1, 1e9)) end
 """
 
 
@@ -182,7 +189,7 @@ def _children_cpu_seconds() -> float:
 
 def _wrk(port: int, order_id: str, seconds: int, connections: int, work_dir: Path) -> tuple[float, str, int, int]:
     script = work_dir / "create_get.lua"
-    script.write_text(WRK_SCRIPT % (json.dumps(ORDER), order_id))
+    script.write_text(WRK_SCRIPT % (json.dumps(ORDER), secrets.token_hex(8), order_id))  # new keys each run
     out = subprocess.run(
         [
             "/usr/bin/wrk",
