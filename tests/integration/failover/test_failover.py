@@ -222,9 +222,9 @@ def test_switchover_lowers_the_ttl_first_and_restores_it(lab) -> None:
         watcher.join()
     assert run.rc == 0, run.stdout[-4000:]
     on("west")
-    # the old address with the short TTL before the switch, the new one with it right after, then TTL 5 again
-    assert (1, ADDRESS["east"]) in seen and (1, ADDRESS["west"]) in seen, sorted(set(seen))
-    assert seen.index((1, ADDRESS["east"])) < seen.index((1, ADDRESS["west"]))
+    # the old address with the short TTL (0) before the switch, the new one with it right after, then TTL 5 again
+    assert (0, ADDRESS["east"]) in seen and (0, ADDRESS["west"]) in seen, sorted(set(seen))
+    assert seen.index((0, ADDRESS["east"])) < seen.index((0, ADDRESS["west"]))
     assert all(ttl(name) == 5 for name in PUBLIC)
     report = latest_report("switchover")
     assert report["data_at_risk_bytes"] == 0
