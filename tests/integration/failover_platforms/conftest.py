@@ -1,10 +1,10 @@
 """Run the failover role's platform task files (tasks/platform_rds.yml, tasks/platform_kubernetes.yml) alone.
 
 Each test writes a small playbook that includes `cloudphoenix.stack.failover` with `tasks_from` and the
-step variable main.yml will pass, on an inventory holding only localhost (never the lab's). The role's
-proposed platform defaults (roles/failover/defaults_platform.yml.proposed, not merged into defaults/main.yml
-yet) and any `inventory_vars` files are that inventory's group_vars/all, so the test's play vars, set_fact
-and include_role vars win over them as they would over role defaults and inventory variables. The last
+step variable main.yml passes, on an inventory holding only localhost (never the lab's). The role's
+defaults (defaults/main.yml) apply as in a real run; any `inventory_vars` files are that inventory's
+group_vars/all, so the test's play vars, set_fact and include_role vars win over them as they would over
+inventory variables. The last
 task dumps the facts the report reads to a JSON file.
 """
 
@@ -21,11 +21,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.ansible import REPO_ROOT, PlaybookRun, run_playbook
+from tests.support.ansible import PlaybookRun, run_playbook
 from tests.support.moto import MOTO_ENV, MotoServer
 from tests.support.net import free_port, wait_for_port
 
-PROPOSED_DEFAULTS = REPO_ROOT / "roles" / "failover" / "defaults_platform.yml.proposed"
 FACTS = ["failover_rds", "failover_promote", "failover_fence_db", "failover_k8s_fence", "failover_k8s_repoint",
          "failover_fence_services", "failover_repoint"]
 
@@ -59,7 +58,7 @@ def run_steps(tmp_path: Path, steps: list[tuple[str, dict]], play_vars: dict, *a
     inventory = tmp_path / "inventory"
     (inventory / "group_vars" / "all").mkdir(parents=True, exist_ok=True)
     (inventory / "hosts.ini").write_text("localhost ansible_connection=local\n")
-    for index, source in enumerate([PROPOSED_DEFAULTS, *(inventory_vars or [])]):
+    for index, source in enumerate(inventory_vars or []):
         (inventory / "group_vars" / "all" / f"{index:02d}-{source.stem}.yml").write_text(source.read_text())
     if facts_file.exists():
         facts_file.unlink()
