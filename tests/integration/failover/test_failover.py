@@ -87,6 +87,17 @@ def snapshot() -> dict:
             "roles": {region: role(region) for region in ADDRESS}}
 
 
+def failover_under_fault(**fault_vars):
+    """Inject a lab fault, run failover.yml, heal the lab whatever happened; returns the failover run."""
+    fault = playbook("lab_fault", **fault_vars)
+    assert fault.rc == 0, fault.stdout[-2000:]
+    try:
+        return playbook("failover")
+    finally:
+        heal = playbook("lab_fault", fault="heal")
+        assert heal.rc == 0, heal.stdout[-2000:]
+
+
 def changed_tasks(run) -> str:
     """The TASK lines followed by a 'changed:' line: what a run that should change nothing changed."""
     lines, task, found = run.stdout.splitlines(), "", []
@@ -131,13 +142,7 @@ def test_check_mode_shows_the_plan_and_changes_nothing(lab) -> None:
 
 def test_dns_down_at_preflight_changes_nothing(lab) -> None:
     before = snapshot()
-    fault = playbook("lab_fault", fault="dns_down")
-    assert fault.rc == 0, fault.stdout[-2000:]
-    try:
-        run = playbook("failover")
-    finally:
-        heal = playbook("lab_fault", fault="heal")
-        assert heal.rc == 0, heal.stdout[-2000:]
+    run = failover_under_fault(fault="dns_down")
     assert run.rc != 0
     assert "the DNS provider (rfc2136) does not answer" in run.stdout and "nothing was changed" in run.stdout
     assert run.total("changed") == 0
@@ -268,13 +273,7 @@ def connects(address: str, port: int) -> bool:
 
 
 def test_hung_primary_is_fenced_and_never_takes_writes_after_it_heals(lab) -> None:
-    fault = playbook("lab_fault", fault="hang", region="east")
-    assert fault.rc == 0, fault.stdout[-2000:]
-    try:
-        run = playbook("failover")
-    finally:
-        heal = playbook("lab_fault", fault="heal")
-        assert heal.rc == 0, heal.stdout[-2000:]
+    run = failover_under_fault(fault="hang", region="east")
     assert run.rc == 0, run.stdout[-4000:]
     on("west")
     assert "database east: kill" in run.stdout  # a SIGSTOPped postmaster only yields to SIGKILL
