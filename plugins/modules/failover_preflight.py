@@ -324,15 +324,18 @@ def claim(module, provider, plan, params, result):
     except _dns.ConflictError as exc:
         now = [value for record in exc.details.get("current", []) for value in record.get("values", [])]
         result.update(conflict=True, current=exc.details.get("current", []))
-        module.fail_json(msg="claim lost: the fencing record now says %s; another run is doing this %s. This run "
-                             "stops here; it changed nothing." % (", ".join(now) or "something else", params["mode"]),
-                         **result)
+        fail(module, result, "claim lost: the fencing record now says %s; another run is doing this %s. This run "
+                             "stops here; it changed nothing." % (", ".join(now) or "something else", params["mode"]))
     except (_dns.DnsError, RetryBudgetExceeded) as exc:
-        module.fail_json(msg="claim failed, nothing else was changed: %s" % (getattr(exc, "msg", None) or exc),
-                         **result)
+        fail(module, result, "claim failed, nothing else was changed: %s" % (getattr(exc, "msg", None) or exc))
     result["claim"] = {"cas": outcome["cas"], "changed": outcome["changed"], "value": plan["claim"]["value"],
                        "claimed_at": time.time()}
     result["changed"] = outcome["changed"]
+
+
+def fail(module, result, msg):
+    """Fail with msg; it replaces the plan's message already in result (a second msg= would be a TypeError)."""
+    module.fail_json(**dict(result, msg=msg))
 
 
 if __name__ == "__main__":

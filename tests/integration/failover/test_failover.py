@@ -130,7 +130,19 @@ def lab():
     run_playbook(PLAYBOOKS / "lab_down.yml", inventory=INVENTORY)
 
 
-def test_check_mode_shows_the_plan_and_changes_nothing(lab) -> None:
+@pytest.fixture
+def from_east(lab):
+    """The stack on east at the start: when an earlier test stopped half-way, heal and fail back first,
+    so one failure is reported once instead of cascading through the tests after it."""
+    if not active().startswith("region=east "):
+        playbook("lab_fault", fault="heal")
+        back = playbook("failback")
+        assert back.rc == 0, back.stdout[-4000:]
+    on("east")
+    return lab
+
+
+def test_check_mode_shows_the_plan_and_changes_nothing(from_east) -> None:
     before = snapshot()
     run = playbook("failover", "--check", "--diff")
     assert run.rc == 0, run.stdout[-3000:]
@@ -140,7 +152,7 @@ def test_check_mode_shows_the_plan_and_changes_nothing(lab) -> None:
     assert not (REPORTS / "failover-latest.json").exists()
 
 
-def test_dns_down_at_preflight_changes_nothing(lab) -> None:
+def test_dns_down_at_preflight_changes_nothing(from_east) -> None:
     before = snapshot()
     run = failover_under_fault(fault="dns_down")
     assert run.rc != 0
@@ -149,7 +161,7 @@ def test_dns_down_at_preflight_changes_nothing(lab) -> None:
     assert snapshot() == before
 
 
-def test_lag_over_budget_is_refused_then_allowed_with_the_override(lab) -> None:
+def test_lag_over_budget_is_refused_then_allowed_with_the_override(from_east) -> None:
     # west stops receiving WAL (no primary_conninfo), then east takes ~300 kB of writes
     west = pg("west")
     west.cursor().execute("ALTER SYSTEM SET primary_conninfo = ''")
@@ -205,7 +217,7 @@ def test_failback_rejoins_switches_back_and_is_idempotent(lab) -> None:
     assert again.rc == 0 and again.total("changed") == 0, changed_tasks(again)
 
 
-def test_switchover_lowers_the_ttl_first_and_restores_it(lab) -> None:
+def test_switchover_lowers_the_ttl_first_and_restores_it(from_east) -> None:
     import threading
 
     seen, done = [], threading.Event()
@@ -243,7 +255,7 @@ def test_switchover_lowers_the_ttl_first_and_restores_it(lab) -> None:
     on("east")
 
 
-def test_concurrent_runs_exactly_one_wins(lab) -> None:
+def test_concurrent_runs_exactly_one_wins(from_east) -> None:
     cmd = FAILOVER_CMD
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ansible_env(),
                               cwd=REPO_ROOT) for _ in range(2)]
@@ -272,7 +284,7 @@ def connects(address: str, port: int) -> bool:
         return False
 
 
-def test_hung_primary_is_fenced_and_never_takes_writes_after_it_heals(lab) -> None:
+def test_hung_primary_is_fenced_and_never_takes_writes_after_it_heals(from_east) -> None:
     run = failover_under_fault(fault="hang", region="east")
     assert run.rc == 0, run.stdout[-4000:]
     on("west")
@@ -286,7 +298,27 @@ def test_hung_primary_is_fenced_and_never_takes_writes_after_it_heals(lab) -> No
     on("east")
 
 
-def test_interruption_after_promote_then_rerun_completes(lab) -> None:
+def test_run_stopped_after_promote_is_continued_by_the_next_run(from_east) -> None:
+    """A run cut at a known point: promoted and claimed, DNS not switched; the next run completes it."""
+    stopped = playbook("failover", failover_stop_after="promote")
+    assert stopped.rc == 0, stopped.stdout[-4000:]
+    assert "stopped after promote as asked" in stopped.stdout
+    assert active().startswith("region=west ") and role("west") == "primary" and role("east") == "down"
+    assert all(ask(name) == [ADDRESS["east"]] for name in PUBLIC)  # DNS not switched yet
+    rerun = playbook("failover")
+    assert rerun.rc == 0, rerun.stdout[-4000:]
+    assert "interrupted run" in rerun.stdout
+    on("west")
+    report = latest_report()
+    assert report["outcome"] == "completed" and report["new_primary"] == "west"
+    back = playbook("failback")
+    assert back.rc == 0, back.stdout[-4000:]
+    on("east")
+
+
+def test_interruption_after_promote_then_rerun_completes(from_east) -> None:
+    """SIGKILL of the whole ansible-playbook process group as soon as west is writable (DNS is switched
+    right after the promotion, so the kill may land before or after the switch: both must be continued)."""
     cmd = FAILOVER_CMD
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ansible_env(),
                             cwd=REPO_ROOT, start_new_session=True)
@@ -296,7 +328,7 @@ def test_interruption_after_promote_then_rerun_completes(lab) -> None:
         os.killpg(proc.pid, signal.SIGKILL)  # interrupted right after the promotion
         OUTPUTS.append(proc.communicate()[0])
     assert active().startswith("region=west ")
-    assert ask("api.phoenix.test") == [ADDRESS["east"]]  # DNS not switched yet
+    assert "outcome: completed" not in OUTPUTS[-1]
     time.sleep(0.5)
     rerun = playbook("failover")
     assert rerun.rc == 0, rerun.stdout[-4000:]
