@@ -164,21 +164,43 @@ def _server_cpu_seconds(pid: int) -> float:
 
     The machine is shared, so req/s move with other people's load; CPU per request does much less.
     """
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += sum(int(value) for value in fields[11:15]) / tick  # utime stime cutime cstime
+    except OSError:
+        return 0.0
+    own = sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
+    return own + sum(cpu for cpu, _rss in _workers(pid).values())
+
+
+def _workers(pid: int) -> dict[int, tuple[float, float]]:
+    """{worker pid: (CPU seconds, RSS MiB)} of a gunicorn master's running workers: balance and memory."""
+    tick, out = os.sysconf("SC_CLK_TCK"), {}
+    try:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
-        return total
+        return out
     for child in children:
         try:
             fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # exited between the two reads: counted in cutime from the next read on
-        total += sum(int(value) for value in fields[11:13]) / tick
-    return total
+            rss_kb = next(int(line.split()[1]) for line in Path(f"/proc/{child}/status").read_text().splitlines()
+                          if line.startswith("VmRSS:"))
+        except (OSError, StopIteration):
+            continue  # exited between the two reads: counted in the master's cutime from the next read on
+        out[int(child)] = (sum(int(value) for value in fields[11:13]) / tick, rss_kb / 1024)
+    return out
+
+
+def _describe_workers(name: str, warm: dict[int, tuple[float, float]], end: dict[int, tuple[float, float]],
+                      served: int) -> str:
+    """Each worker's share of the CPU over the rounds and its memory after warm-up and at the end."""
+    cpu = {worker: end[worker][0] - warm.get(worker, (0.0, 0.0))[0] for worker in end}
+    total = sum(cpu.values()) or 1.0
+    parts = [
+        f"{worker}: {cpu[worker] / total:.0%} of the CPU, RSS {warm[worker][1]:.1f} -> {end[worker][1]:.1f} MiB"
+        if worker in warm else f"{worker} (started during the rounds): RSS {end[worker][1]:.1f} MiB"
+        for worker in sorted(end)
+    ]
+    return f"    {name:10s} {served} requests; workers " + "; ".join(parts)
 
 
 def _children_cpu_seconds() -> float:
@@ -319,6 +341,8 @@ def run() -> None:
         # Interleaved rounds, all servers up the whole time: the machine is shared, so load from
         # other work hits every side alike. The order flips each round (no side always goes last);
         # the ratio is taken per round (neighbours in time) and over the medians.
+        warm = {name: _workers(pid) for name, pid in pids.items()}
+        served = dict.fromkeys(servers, 0)
         rounds = int(os.environ.get("BENCH_ROUNDS", "4"))  # even: each order (see below) runs equally often
         results: dict[str, list[Round]] = {name: [] for name in servers}
         print(
@@ -332,6 +356,7 @@ def run() -> None:
                 port, order_id = servers[name]
                 before = _server_cpu_seconds(pids[name]), _server_cpu_seconds(postmaster), _children_cpu_seconds()
                 rps, p99, errors, done = _wrk(port, order_id, seconds, connections, work)
+                served[name] += done
                 server = (_server_cpu_seconds(pids[name]) - before[0]) * 1000 / max(done, 1)
                 others = _server_cpu_seconds(postmaster) - before[1] + _children_cpu_seconds() - before[2]
                 all_ms = server + others * 1000 / max(done, 1)
@@ -348,6 +373,9 @@ def run() -> None:
             f" machine's CPU is the limit), server {bare.cpu_ms / hardened.cpu_ms:.2f}x\n"
             f"  for reference: hardened/bare-cli {hardened.rps / medians['bare-cli'].rps:.2f}x"
         )
+        print("  worker balance and memory over the rounds:")
+        for name, pid in pids.items():
+            print(_describe_workers(name, warm[name], _workers(pid), served[name]))
     finally:
         for process in processes:
             if process.poll() is None:

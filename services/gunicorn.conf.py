@@ -56,8 +56,14 @@ threads = int(os.environ.get("CLOUDPHOENIX_THREADS", "4"))
 timeout = int(os.environ.get("CLOUDPHOENIX_WORKER_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("CLOUDPHOENIX_GRACEFUL_TIMEOUT", "20"))  # bound on in-flight work at SIGTERM
 keepalive = 5
-max_requests = 10000  # recycle workers now and then; jitter so they do not restart together
-max_requests_jitter = 1000
+# Worker recycling is off by default. With a few workers and keep-alive clients (a load balancer, wrk),
+# a recycled worker's clients all reconnect to the workers still running while it boots, and stay
+# there: measured with 2 workers, one worker did ~95% of the work and req/s fell by ~40% (bench
+# services, docs/services.md). The services hold no per-request state, and a worker's memory is flat
+# over 100k+ requests (bench prints it). Set CLOUDPHOENIX_MAX_REQUESTS (services_settings: MAX_REQUESTS)
+# where a leak needs the safety net; the jitter keeps workers from recycling together.
+max_requests = int(os.environ.get("CLOUDPHOENIX_MAX_REQUESTS", "0"))
+max_requests_jitter = max_requests // 10
 limit_request_line = 4094
 limit_request_fields = 50
 limit_request_field_size = 8190

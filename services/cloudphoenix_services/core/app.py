@@ -21,6 +21,7 @@ from .config import Settings, load_settings
 from .db import Database
 from .errors import BadRequest, ServiceError, WritesFenced, register_error_handlers
 from .fencing import Fence
+from .jsonio import OrjsonProvider
 from .observability import (
     DB_RETRIES,
     LEASE_HELD,
@@ -66,6 +67,7 @@ class Runtime:
     fence: Fence
     storage: Storage | None
     limiter: Limiter
+    lease_held: Any = None  # this service's fencing_lease_held gauge child (labels() looked up once)
     openapi: bytes = field(repr=False, default=b"")
     tracer_provider: Any = None
 
@@ -88,8 +90,8 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> F
     )
     configure_logging(settings)
     app = Flask(spec.name)
-    app.config.update(MAX_CONTENT_LENGTH=settings.max_request_bytes, JSON_SORT_KEYS=False)
-    app.json.sort_keys = False
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_request_bytes)
+    app.json = OrjsonProvider(app)
 
     limiter = Limiter(
         get_remote_address,
@@ -112,6 +114,7 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> F
         fence=Fence(settings),
         storage=storage,
         limiter=limiter,
+        lease_held=LEASE_HELD.labels(spec.name),
         openapi=resources.files(spec.openapi_package).joinpath("openapi.yaml").read_bytes(),
     )
     app.extensions[EXTENSION] = state
@@ -221,7 +224,7 @@ def fenced_write(view: F) -> F:
         state = runtime()
         allowed, reason, retry_after = state.fence.writes_allowed()
         if state.fence.enabled:
-            LEASE_HELD.labels(state.spec.name).set(1 if allowed else 0)
+            state.lease_held.set(1 if allowed else 0)
         if not allowed:
             WRITES_FENCED.labels(state.spec.name).inc()
             raise WritesFenced(f"Writes are not accepted here now: {reason}.", retry_after)

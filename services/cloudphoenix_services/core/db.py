@@ -21,6 +21,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 
 from .config import Settings
 from .errors import DatabaseError
+from .jsonio import use_orjson_for_jsonb
 
 T = TypeVar("T")
 Connection = psycopg2.extensions.connection
@@ -94,10 +95,15 @@ class Database:
         try:
             with self._lock:
                 conn = self._idle.pop() if self._idle else None
-            return conn if conn is not None else psycopg2.connect(**self._connect_kwargs)
+            return conn if conn is not None else self._connect()
         except BaseException:
             self._slots.release()
             raise
+
+    def _connect(self) -> Connection:
+        conn = psycopg2.connect(**self._connect_kwargs)
+        use_orjson_for_jsonb(conn)
+        return conn
 
     def _release(self, conn: Connection, discard: bool) -> None:
         try:
@@ -116,24 +122,35 @@ class Database:
         for conn in idle:
             conn.close()
 
-    def _attempt(self, work: Callable[[Connection], T]) -> T:
+    def _attempt(self, work: Callable[[Connection], T], autocommit: bool) -> T:
         """One transaction on a pooled connection: commit on success, rollback otherwise.
 
+        With ``autocommit`` each statement is its own transaction: no BEGIN and COMMIT round trips.
         A connection that failed at the connection level is closed instead of going back to the pool.
         """
         conn = self._acquire()
         broken = False
         try:
+            if autocommit:
+                conn.autocommit = True  # a flag in psycopg2, no round trip (there is no open transaction)
+                return work(conn)  # not inside `with conn`: since psycopg2 2.9 that opens a transaction anyway
             with conn:  # psycopg2: commit on success, rollback on exception
                 return work(conn)
         except psycopg2.Error as exc:
             broken = conn.closed != 0 or is_transient(exc)
             raise
         finally:
+            if autocommit and not conn.closed:
+                conn.autocommit = False
             self._release(conn, broken)
 
-    def run(self, work: Callable[[Connection], T], *, retry: bool = True) -> T:
+    def run(self, work: Callable[[Connection], T], *, retry: bool = True, autocommit: bool = False) -> T:
         """Run ``work(conn)`` in a transaction, replaying it on transient errors with jittered backoff.
+
+        ``autocommit=True`` is for work that is one statement, or statements that need no atomicity
+        together (an idempotent INSERT, then a read of what it found): each commits on its own, in one
+        round trip instead of three (BEGIN, statement, COMMIT), which counts double when the primary
+        is in another region after a failover.
 
         The first attempt runs without tenacity (its per-call setup cost ~10 us, and almost every
         call succeeds at once); a transient failure hands over to tenacity as its attempt 1, so
@@ -142,7 +159,7 @@ class Database:
         first_error: psycopg2.Error | None = None
         try:
             try:
-                return self._attempt(work)
+                return self._attempt(work, autocommit)
             except psycopg2.Error as exc:
                 if not (retry and is_transient(exc)):
                     raise
@@ -152,7 +169,7 @@ class Database:
                     if first_error is not None:
                         error, first_error = first_error, None
                         raise error
-                    return self._attempt(work)
+                    return self._attempt(work, autocommit)
         except psycopg2.Error as exc:
             if is_transient(exc):
                 raise DatabaseError("The database is not reachable or not writable; retry later.") from exc
@@ -170,7 +187,9 @@ class Database:
         """Readiness: can we reach a primary right now? No retries, so a probe answers fast."""
         started = time.perf_counter()
         try:
-            in_recovery = self.run(lambda conn: _fetch_one(conn, "SELECT pg_is_in_recovery()"), retry=False)
+            in_recovery = self.run(
+                lambda conn: _fetch_one(conn, "SELECT pg_is_in_recovery()"), retry=False, autocommit=True
+            )
         except (DatabaseError, psycopg2.Error) as exc:
             reason = getattr(exc.__cause__, "pgcode", None) or type(exc.__cause__ or exc).__name__
             return False, _elapsed_ms(started), f"unreachable ({reason})"

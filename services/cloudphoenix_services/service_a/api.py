@@ -13,6 +13,7 @@ from psycopg2.extras import Json
 
 from ..core import IdempotencyKeyReused, NotFound, ValidationError, fenced_write, json_object, runtime
 from ..core.db import Connection
+from ..core.jsonio import dumps_text
 from ..core.validation import Fields, decode_cursor, encode_cursor, query_int
 
 orders = Blueprint("orders", __name__)
@@ -113,7 +114,7 @@ def create_order() -> tuple[dict[str, Any], int, dict[str, str]]:
                     str(order_id),
                     order["customer_id"],
                     order["currency"],
-                    Json(order["items"]),
+                    Json(order["items"], dumps=dumps_text),
                     total,
                     key,
                     request_hash,
@@ -135,7 +136,7 @@ def create_order() -> tuple[dict[str, Any], int, dict[str, str]]:
             row = cur.fetchone()
             return row, row is not None and str(row[0]) != str(order_id)
 
-    row, replayed = runtime().db.run(insert)
+    row, replayed = runtime().db.run(insert, autocommit=True)  # the INSERT is idempotent by itself
     if replayed and row[7] != request_hash:
         raise IdempotencyKeyReused("This Idempotency-Key was used for a different order.")
     headers = {"Location": f"/orders/{row[0]}"}
@@ -154,7 +155,7 @@ def get_order(order_id: uuid.UUID) -> dict[str, Any]:
             )
             return cur.fetchone()
 
-    row = runtime().db.run(select)
+    row = runtime().db.run(select, autocommit=True)
     if row is None:
         raise NotFound(f"No order {order_id}.")
     return _order_json(row)
@@ -177,7 +178,7 @@ def list_orders() -> dict[str, Any]:
             )
             return cur.fetchall()
 
-    rows = runtime().db.run(select)
+    rows = runtime().db.run(select, autocommit=True)
     page = rows[:limit]
     next_cursor = encode_cursor(page[-1][6]) if len(rows) > limit else None
     return {"items": [_order_json(row) for row in page], "next_cursor": next_cursor}

@@ -68,7 +68,7 @@ def _find(document_id: uuid.UUID) -> tuple[Any, ...]:
             )
             return cur.fetchone()
 
-    row = runtime().db.run(select)
+    row = runtime().db.run(select, autocommit=True)
     if row is None:
         raise NotFound(f"No document {document_id}.")
     return row
@@ -109,7 +109,7 @@ def upload_document() -> tuple[dict[str, Any], int, dict[str, str]]:
             return row
 
     try:
-        row = state.db.run(insert)
+        row = state.db.run(insert, autocommit=True)  # the INSERT is idempotent by itself
     except Exception:
         state.storage.delete(object_key)
         raise
@@ -148,7 +148,7 @@ def list_documents() -> dict[str, Any]:
             )
             return cur.fetchall()
 
-    rows = runtime().db.run(select)
+    rows = runtime().db.run(select, autocommit=True)
     page = rows[:limit]
     return {
         "items": [_document_json(r) for r in page],
