@@ -143,6 +143,29 @@ def test_hang_stops_the_region_processes_and_heal_resumes_them(lab) -> None:
     assert connects("127.0.10.1", 5432)
 
 
+def apply_delay(region: str) -> str:
+    conn = psycopg2.connect(host=str(LAB_DIR / region / "pg/run"), port=5432, user="postgres", dbname="postgres")
+    try:
+        cur = conn.cursor()
+        cur.execute("SHOW recovery_min_apply_delay")
+        return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_delay_slows_the_standby_replay_and_heal_resets_it(lab) -> None:
+    assert apply_delay("west") == "0"
+    delayed = playbook("lab_fault", fault="delay", region="west", lab_fault_delay="30s")
+    assert delayed.rc == 0, delayed.stdout[-3000:]
+    assert delayed.total("changed") > 0 and apply_delay("west") == "30s"  # reloaded: in effect at once
+    again = playbook("lab_fault", fault="delay", region="west", lab_fault_delay="30s")
+    assert again.rc == 0 and again.total("changed") == 0
+    healed = playbook("lab_fault", fault="heal")
+    assert healed.rc == 0, healed.stdout[-3000:]
+    assert apply_delay("west") == "0"
+    assert "Database name has not been passed" not in delayed.stdout + delayed.stderr + healed.stdout + healed.stderr
+
+
 def test_lab_down_leaves_no_port_process_or_rule(lab) -> None:
     playbook("lab_fault", fault="partition", region="west")  # down must clean up faults too
     playbook("lab_fault", fault="hang", region="east")
