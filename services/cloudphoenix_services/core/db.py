@@ -141,7 +141,10 @@ class Database:
             raise
         finally:
             if autocommit and not conn.closed:
-                conn.autocommit = False
+                try:
+                    conn.autocommit = False
+                except psycopg2.Error:
+                    broken = True  # a connection in an unknown state never goes back to the pool
             self._release(conn, broken)
 
     def run(self, work: Callable[[Connection], T], *, retry: bool = True, autocommit: bool = False) -> T:
