@@ -59,8 +59,8 @@ keepalive = 5
 # Worker recycling is off by default. With a few workers and keep-alive clients (a load balancer, wrk),
 # a recycled worker's clients all reconnect to the workers still running while it boots, and stay
 # there: measured with 2 workers, one worker did ~95% of the work and req/s fell by ~40% (bench
-# services, docs/services.md). The services hold no per-request state, and a worker's memory is flat
-# over 100k+ requests (bench prints it). Set CLOUDPHOENIX_MAX_REQUESTS (services_settings: MAX_REQUESTS)
+# services, docs/services.md). The services hold no per-request state, and a worker's memory stayed flat
+# over ~90k requests (the bench prints it). Set CLOUDPHOENIX_MAX_REQUESTS (services_settings: MAX_REQUESTS)
 # where a leak needs the safety net; the jitter keeps workers from recycling together.
 max_requests = int(os.environ.get("CLOUDPHOENIX_MAX_REQUESTS", "0"))
 max_requests_jitter = max_requests // 10
