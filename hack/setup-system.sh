@@ -17,10 +17,17 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "setup: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
+# Quiet unless something fails: dpkg's per-package lines would bury the test output in CI.
+apt_log=$(mktemp)
+trap 'rm -f "$apt_log"' EXIT
+run_apt() { "$@" >>"$apt_log" 2>&1 || { tail -n 40 "$apt_log" >&2; echo "setup: '$*' failed" >&2; exit 1; }; }
+run_apt apt-get update -qq
 # policy-rc.d keeps Debian from starting system daemons (named, postgresql): the lab runs its own.
 policy=/usr/sbin/policy-rc.d
 created_policy=0
 if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; created_policy=1; fi
-apt-get install -y -qq --no-install-recommends "${missing[@]}"
+status=0
+(run_apt apt-get install -y -qq --no-install-recommends "${missing[@]}") || status=$?
 if [ "$created_policy" -eq 1 ]; then rm -f "$policy"; fi
+[ "$status" -eq 0 ] || exit "$status"
+echo "setup: ${#missing[@]} Debian packages installed"
