@@ -80,6 +80,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/yamllint -s .
 	$(BIN)/ansible-lint --profile production
+	$(PY) hack/module_docs.py --check
 
 ## sanity: ansible-test needs the path ansible_collections/cloudphoenix/stack: copy the Ansible content there
 # (plugins, roles, playbooks and collection metadata; services/ and tests/ have ruff, bandit and pytest)
