@@ -123,7 +123,7 @@ def test_build_install_and_run_with_core_and_declared_dependencies(core_bin: Pat
         members = set(tar.getnames())
         manifest = json.load(tar.extractfile("MANIFEST.json"))  # type: ignore[arg-type]
     assert "LICENSE" in members, "the tarball carries no LICENSE file"
-    assert not {m for m in members if m.split("/")[0] in (".venv", ".build", ".git")}
+    assert not {m for m in members if m.split("/")[0] in (".venv", ".build", ".git", ".ci", "ee")}
     assert manifest["collection_info"]["dependencies"] == DEPENDENCIES
 
     install = run([core_bin / "ansible-galaxy", "collection", "install", "--no-deps", "-p", tmp_path / "collections",
