@@ -1,19 +1,22 @@
 """Write fencing: accept writes only while this region is confirmed active within the lease.
 
 The fencing record (``_active.<zone>`` TXT ``"region=east epoch=1"``) is what the failover
-runbook compare-and-swaps. Each worker re-reads it in the background every lease/3 seconds.
-A positive answer renews the lease; an answer naming another region revokes it at once; no
-answer (DNS down, partition) lets the lease run out, so an isolated old primary region stops
-taking writes within ``lease_seconds`` even though nobody can reach it.
+runbook compare-and-swaps; every claim raises the epoch. Each worker re-reads it in the
+background every lease/3 seconds. A positive answer renews the lease; an answer naming another
+region revokes it at once; no answer (DNS down, partition) or a malformed record lets the lease
+run out, so an isolated old primary region stops taking writes within ``lease_seconds`` even
+though nobody can reach it. An answer with a lower epoch than the highest this worker has seen
+is stale (a lagging secondary DNS server, a late response) and is ignored.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .config import Settings
 
@@ -23,16 +26,49 @@ log = logging.getLogger("cloudphoenix.fencing")
 @dataclass(frozen=True)
 class FencingState:
     active_region: str | None  # the region the record named at the last answer
-    epoch: int | None
+    epoch: int | None  # its epoch: the highest this worker has seen (a lower one is never accepted)
     confirmed_at: float | None  # monotonic time of the last answer naming our region
     last_error: str | None
 
 
-def parse_record(text: str) -> tuple[str | None, int | None]:
-    """``region=east epoch=1`` -> ("east", 1); unknown words are ignored, missing ones are None."""
-    fields = dict(part.split("=", 1) for part in text.split() if "=" in part)
+class MalformedRecord(ValueError):
+    """The fencing record is not one TXT record ``region=<name> epoch=<n> [run=<owner>]``."""
+
+
+_EPOCH = re.compile(r"[0-9]+")  # ASCII digits only: str.isdigit() also takes "²", which int() refuses
+
+
+def parse_record(text: str) -> tuple[str, int]:
+    """``region=east epoch=1 run=h/1/2`` -> ("east", 1), else MalformedRecord.
+
+    The same rules as the runbook's parse_active (plugins/module_utils/_failover.py; service code
+    never imports Ansible, a test holds the two together): every word is key=value with a value,
+    no key twice, region and a non-negative decimal epoch present. Unknown keys are ignored, so a
+    later runbook can add words without fencing the services that run now.
+    """
+    fields: dict[str, str] = {}
+    for word in text.split():
+        key, sep, value = word.partition("=")
+        if not (sep and key and value):
+            raise MalformedRecord(f"{word!r} is not a key=value word")
+        if key in fields:
+            raise MalformedRecord(f"{key!r} appears twice")
+        fields[key] = value
+    if "region" not in fields:
+        raise MalformedRecord("no region= word")
     epoch = fields.get("epoch")
-    return fields.get("region"), int(epoch) if epoch and epoch.isdigit() else None
+    if epoch is None:
+        raise MalformedRecord("no epoch= word")
+    if not _EPOCH.fullmatch(epoch):
+        raise MalformedRecord(f"epoch {epoch!r} is not a whole number >= 0")
+    return fields["region"], int(epoch)
+
+
+def parse_answer(texts: list[str]) -> tuple[str, int]:
+    """The TXT records of the answer -> (region, epoch); several records are malformed (which one counts?)."""
+    if len(texts) > 1:
+        raise MalformedRecord(f"{len(texts)} TXT records, not one: {texts!r}")
+    return parse_record(texts[0])
 
 
 class Fence:
@@ -72,22 +108,36 @@ class Fence:
             ]
             if not texts:
                 raise ValueError(f"no TXT record at {self.record}")
-            region, epoch = parse_record(texts[0])
+            region, epoch = parse_answer(texts)
+        except MalformedRecord as exc:
+            return self._failed(f"malformed fencing record {self.record}: {exc}", loud=True)
         except (dns.exception.DNSException, OSError, ValueError, UnicodeDecodeError) as exc:
-            with self._lock:
-                self._state = FencingState(
-                    self._state.active_region,
-                    self._state.epoch,
-                    self._state.confirmed_at,
-                    f"{type(exc).__name__}: {exc}",
-                )
-            return self._state
+            return self._failed(f"{type(exc).__name__}: {exc}")
+        return self._answered(region, epoch)
+
+    def _failed(self, why: str, loud: bool = False) -> FencingState:
+        """No usable answer: keep the state, so the lease runs out unless a good answer comes in time."""
         with self._lock:
+            if loud and why != self._state.last_error:  # once per change, not every lease/3 s
+                log.error("%s; the write lease is not renewed", why)
+            self._state = replace(self._state, last_error=why)
+            return self._state
+
+    def _answered(self, region: str, epoch: int) -> FencingState:
+        with self._lock:
+            highest = self._state.epoch
+            if highest is not None and epoch < highest:
+                # older than a claim already seen: neither a renewal nor a revocation
+                why = f"stale answer ignored: region {region} at epoch {epoch} < epoch {highest} already seen"
+                if why != self._state.last_error:
+                    log.warning("fencing record %s: %s", self.record, why)
+                self._state = replace(self._state, last_error=why)
+                return self._state
             confirmed = time.monotonic() if region == self.region else None
             if self._state.active_region != region:
                 log.warning("fencing record names region %s (epoch %s); this is %s", region, epoch, self.region)
             self._state = FencingState(region, epoch, confirmed, None)
-        return self._state
+            return self._state
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -127,7 +177,8 @@ class Fence:
             return False, f"region {self.region} has not confirmed it is active", retry_after
         age = time.monotonic() - state.confirmed_at
         if age > self.lease_seconds:
-            return False, f"lease not renewed for {age:.1f}s (lease {self.lease_seconds:g}s)", retry_after
+            why = f": {state.last_error}" if state.last_error else ""
+            return False, f"lease not renewed for {age:.1f}s (lease {self.lease_seconds:g}s){why}", retry_after
         return True, "lease held", 0
 
     def describe(self) -> dict[str, object]:
