@@ -6,10 +6,12 @@ Pure functions (no Ansible, no network) except the probes at the end, so the uni
 cover every decision. Used by the failover_preflight and failover_report modules.
 
 The fencing record is a TXT value ``region=<name> epoch=<n> run=<owner>``. The services read
-``region`` (and ignore other words); the runbook compare-and-swaps the whole value, so two runs
-that read the same value cannot both claim. ``run`` names the claiming ansible-playbook process
-(``host/pid/start``): a later run that finds an unfinished claim continues it only when that
-process is gone (an interrupted run), and stops when it still runs (a concurrent run).
+``region`` and ``epoch`` (a lower epoch than one already seen never renews their lease); the
+runbook compare-and-swaps the whole value, so two runs that read the same value cannot both
+claim, and every claim it writes raises the epoch by one. ``run`` names the claiming
+ansible-playbook process (``host/pid/start``): a later run that finds an unfinished claim
+continues it only when that process is gone (an interrupted run), and stops when it still runs
+(a concurrent run).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -18,6 +20,7 @@ __metaclass__ = type
 
 import json
 import os
+import re
 import socket
 import struct
 import time
@@ -63,22 +66,69 @@ def unquote_txt(value):
     return text
 
 
-def parse_active(text):
-    """'region=west epoch=2 run=h/1/2' -> {'region': 'west', 'epoch': 2, 'run': 'h/1/2'}.
+# ASCII digits only: str.isdigit() also takes '²', which int() refuses
+_EPOCH = re.compile(r"[0-9]+\Z")
 
-    Unknown words are ignored (as the services do); a missing or non-numeric epoch is 0.
+
+class MalformedActive(ValueError):
+    """The fencing record's value is not ``region=<name> epoch=<n> [run=<owner>]``."""
+
+
+def parse_active(text):
+    """'region=west epoch=2 run=h/1/2' -> {'region': 'west', 'epoch': 2, 'run': 'h/1/2'}, else MalformedActive.
+
+    `text` is the TXT record's content (unquoted). Strict, with the same rules as the services'
+    parse_record (services/cloudphoenix_services/core/fencing.py; a test holds them together):
+    every word is key=value with a value, no key twice, region and a non-negative decimal epoch
+    present, run optional. Unknown keys are ignored, so a later version can add words without
+    fencing the services that run now.
     """
     fields = {}
-    for word in (unquote_txt(text) or "").split():
-        if "=" in word:
-            key, value = word.split("=", 1)
-            fields[key] = value
-    epoch = fields.get("epoch", "")
-    return {
-        "region": fields.get("region") or None,
-        "epoch": int(epoch) if epoch.isdigit() else 0,
-        "run": fields.get("run") or None,
-    }
+    for word in (text or "").split():
+        key, sep, value = word.partition("=")
+        if not (sep and key and value):
+            raise MalformedActive("%r is not a key=value word" % word)
+        if key in fields:
+            raise MalformedActive("%r appears twice" % key)
+        fields[key] = value
+    if "region" not in fields:
+        raise MalformedActive("no region= word")
+    epoch = fields.get("epoch")
+    if epoch is None:
+        raise MalformedActive("no epoch= word")
+    if not _EPOCH.match(epoch):
+        raise MalformedActive("epoch %r is not a whole number >= 0" % epoch)
+    return {"region": fields["region"], "epoch": int(epoch), "run": fields.get("run")}
+
+
+def active_value(values, record):
+    """The fencing record's content from the TXT values the provider serves (presentation form); None if absent.
+
+    Several TXT records at the name are malformed: which one a service reads is up to the resolver.
+    """
+    texts = [unquote_txt(value) for value in values or []]
+    if len(texts) > 1:
+        raise PreflightError("the fencing record %s is malformed: it holds %d TXT records (%s), it must hold one; "
+                             "fix it by hand; nothing was changed" % (record, len(texts), ", ".join(texts)),
+                             malformed=True)
+    return texts[0] if texts else None
+
+
+def read_active(text, record=None):
+    """parse_active for the runbook: PreflightError naming the record when it is absent or malformed."""
+    record = record or "_active"
+    if text is None:
+        # no record, no known active region: the runbook does not guess (the lab and a new stack create it
+        # at epoch 1 with the zone)
+        raise PreflightError("the fencing record %s does not exist: which region is active is unknown; create it "
+                             "by hand (region=<active region> epoch=1); nothing was changed" % record)
+    try:
+        return parse_active(text)
+    except MalformedActive as exc:
+        why = str(exc)
+    raise PreflightError("the fencing record %s is malformed (%r): %s; it must read region=<name> epoch=<n> "
+                         "[run=<owner>]; fix it by hand, with an epoch above the last one; nothing was changed"
+                         % (record, text, why), malformed=True)
 
 
 def format_active(region, epoch, run=None):
@@ -184,7 +234,7 @@ def standby_lag(old, new):
 
 def decide(target, regions, active_text, dns_current, dns_desired, old_services_listening,
            max_data_loss_bytes, allow_data_loss, owner, owner_alive_fn=owner_alive, mode="failover",
-           takeover=False):
+           takeover=False, record=None):
     """The failover plan, or PreflightError (nothing changed) when it must not start.
 
     regions: {name: pg probe dict (reachable, role, read_only, current_lsn, receive_lsn, ...)}
@@ -194,10 +244,7 @@ def decide(target, regions, active_text, dns_current, dns_desired, old_services_
     if target not in regions:
         raise PreflightError("target region %r is not one of the regions %s; nothing was changed"
                              % (target, ", ".join(sorted(regions))))
-    active = parse_active(active_text)
-    if active_text is None or not active["region"]:
-        raise PreflightError("the fencing record holds no 'region=' value (%r): which region is active is "
-                             "unknown; fix the record by hand; nothing was changed" % (active_text,))
+    active = read_active(active_text, record)
     if active["region"] not in regions:
         raise PreflightError("the fencing record names region %r, which is not in the inventory (%s); "
                              "nothing was changed" % (active["region"], ", ".join(sorted(regions))))
@@ -266,22 +313,23 @@ def decide(target, regions, active_text, dns_current, dns_desired, old_services_
         raise PreflightError("the database in %s is a read-only primary (fenced): unfence it or rejoin it; "
                              "nothing was changed" % target)
 
+    # every claim write raises the epoch (a new run, a takeover, a resumed run), so a service that saw the new
+    # claim never takes an older answer (a lagging DNS server) for a renewal; only this run's own claim is kept
+    claim_needed = not claimed or active["run"] != owner
+    epoch = active["epoch"] + 1 if claim_needed else active["epoch"]
     if claimed:
-        epoch = active["epoch"]
-        claim_needed = active["run"] != owner
         why = ("claimed by an interrupted run (%s): continuing it" % active["run"]) if active["run"] else \
             "the fencing record already names %s: continuing" % target
         status = "resume"
     else:
-        epoch = active["epoch"] + 1
-        claim_needed = True
         why = None
         status = "ready"
     if not old.get("reachable"):
         skipped.append({"phase": "fence", "why": "the %s database does not answer (%s): fenced on its host if "
                         "reachable, else by the services' lease" % (old_name, old.get("error") or "unreachable")})
     if claimed:
-        msg = "continuing the %s to %s (epoch %d): %s" % (mode, target, epoch, why)
+        epochs = ("%d -> %d" % (active["epoch"], epoch)) if claim_needed else "%d" % epoch
+        msg = "continuing the %s to %s (epoch %s): %s" % (mode, target, epochs, why)
     else:
         msg = "%s %s -> %s, epoch %d -> %d" % (mode, old_name, target, active["epoch"], epoch)
     return {

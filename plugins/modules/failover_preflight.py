@@ -288,18 +288,19 @@ def main():
         except (_dns.DnsError, RetryBudgetExceeded) as exc:
             module.fail_json(msg="preflight: the DNS provider (%s) does not answer: %s; nothing was changed"
                              % (params["provider"], getattr(exc, "msg", None) or exc), **result)
-    fencing = current.get(fencing_key)
-    fencing_text = _failover.unquote_txt(fencing["values"][0]) if fencing and fencing["values"] else None
-    result["dns"] = {"fencing": fencing_text,
+    fencing_values = (current.get(fencing_key) or {}).get("values") or []
+    fencing_texts = [_failover.unquote_txt(value) for value in fencing_values]
+    result["dns"] = {"fencing": fencing_texts[0] if len(fencing_texts) == 1 else (fencing_texts or None),
                      "records": [_dns.public(current.get(key), key) for key in desired]}
     dns_current = dict((key, tuple(current[key]["values"]) if current.get(key) else None) for key in desired)
     dns_desired = dict((key, tuple(rrset["values"]) if rrset else None) for key, rrset in desired.items())
     try:
+        fencing_text = _failover.active_value(fencing_values, fencing_key[0])
         plan = _failover.decide(
             params["target_region"], regions, fencing_text, dns_current, dns_desired,
             dict((name, probe["services_listening"]) for name, probe in regions.items()),
             params["max_data_loss_bytes"], params["allow_data_loss"], _failover.run_owner(),
-            mode=params["mode"], takeover=params["takeover"])
+            mode=params["mode"], takeover=params["takeover"], record=fencing_key[0])
     except _failover.PreflightError as exc:
         result.update(exc.details)
         module.fail_json(msg="preflight: " + exc.msg, **result)

@@ -33,10 +33,12 @@ def decide(regions, active="region=east epoch=1", dns=None, listening=None, owne
 
 
 def test_parse_and_format_the_fencing_record():
-    assert fo.parse_active('"region=west epoch=12 run=h/1/2"') == {"region": "west", "epoch": 12, "run": "h/1/2"}
+    assert fo.parse_active("region=west epoch=12 run=h/1/2") == {"region": "west", "epoch": 12, "run": "h/1/2"}
     assert fo.parse_active("region=east epoch=1") == {"region": "east", "epoch": 1, "run": None}
-    assert fo.parse_active("garbage") == {"region": None, "epoch": 0, "run": None}
-    assert fo.parse_active("region=east epoch=x")["epoch"] == 0
+    with pytest.raises(fo.MalformedActive, match="not a key=value word"):  # malformed: no silent epoch 0
+        fo.parse_active("garbage")
+    with pytest.raises(fo.MalformedActive, match="not a whole number"):
+        fo.parse_active("region=east epoch=x")
     assert fo.format_active("west", 2, "h/1/2") == "region=west epoch=2 run=h/1/2"
     assert fo.unquote_txt('"region=west" " epoch=2"') == "region=west epoch=2"
     assert fo.unquote_txt('"a\\"b"') == 'a"b'
@@ -75,7 +77,7 @@ def test_unreachable_target_or_unknown_regions_refuse():
         decide({"east": primary(), "west": dead()})
     with pytest.raises(fo.PreflightError, match="not in the inventory"):
         decide({"east": primary(), "west": standby()}, active="region=north epoch=3")
-    with pytest.raises(fo.PreflightError, match="holds no 'region='"):
+    with pytest.raises(fo.PreflightError, match="does not exist: which region is active is unknown"):
         decide({"east": primary(), "west": standby()}, active=None)
     with pytest.raises(fo.PreflightError, match="not one of the regions"):
         fo.decide("south", {"east": primary()}, "region=east epoch=1", {}, {}, {}, 0, False, "o")
@@ -96,8 +98,8 @@ def test_not_done_while_the_old_primary_is_writable_or_dns_is_old():
                       dns={API: ("127.0.20.1",)})
     assert writable["status"] == "resume"
     old_dns = decide(regions, active="region=west epoch=2 run=ctl/9/1")
-    assert old_dns["status"] == "resume" and old_dns["epoch"] == 2
-    assert old_dns["claim"]["value"] == "region=west epoch=2 run=ctl/10/99"
+    assert old_dns["status"] == "resume" and old_dns["epoch"] == 3  # resuming another run's claim: epoch + 1
+    assert old_dns["claim"]["value"] == "region=west epoch=3 run=ctl/10/99"
     assert not old_dns["promote"]["needed"]
 
 
@@ -111,12 +113,13 @@ def test_a_claim_from_another_controller_needs_takeover():
     regions = {"east": primary(), "west": standby()}
     with pytest.raises(fo.PreflightError, match="failover_takeover=true"):
         decide(regions, active="region=west epoch=2 run=other/9/1", alive=None)
-    assert decide(regions, active="region=west epoch=2 run=other/9/1", alive=None, takeover=True)["status"] == "resume"
+    taken = decide(regions, active="region=west epoch=2 run=other/9/1", alive=None, takeover=True)
+    assert taken["status"] == "resume" and taken["claim"]["value"] == "region=west epoch=3 run=ctl/10/99"
 
 
 def test_own_claim_needs_no_new_claim():
     plan = decide({"east": primary(read_only=True), "west": standby()}, active="region=west epoch=2 run=ctl/10/99")
-    assert plan["status"] == "resume" and not plan["claim"]["needed"]
+    assert plan["status"] == "resume" and not plan["claim"]["needed"] and plan["epoch"] == 2
 
 
 def test_owner_of_this_process_is_alive_and_a_gone_one_is_not():
