@@ -272,8 +272,10 @@ class Node:
             params["password"] = self.login_password
         return params
 
-    def connect(self):
+    def connect(self, dbname: str | None = None):
         params = self.dsn_params()
+        if dbname:
+            params["dbname"] = dbname
         try:
             conn = psycopg2.connect(**params)
         except psycopg2.Error as exc:

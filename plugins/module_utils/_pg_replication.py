@@ -20,6 +20,7 @@ import re
 import signal
 import time
 
+from ansible_collections.cloudphoenix.stack.plugins.module_utils._fence_token import ensure_stamps, plan_stamps
 from ansible_collections.cloudphoenix.stack.plugins.module_utils._pg import (
     Node,
     PgError,
@@ -514,6 +515,19 @@ def _writable(conn) -> bool:
     return True
 
 
+def _wait_out_old_lease(not_before: float | None, check_mode: bool, out: Outcome) -> None:
+    """Sleep until `not_before` (epoch seconds): the moment the old region's write lease has surely run out.
+
+    The runbook asks for it when its fence could not reach the old region: until then that region's
+    services may still hold a valid lease and commit on the old primary. Reported, never skipped.
+    """
+    remaining = (not_before or 0) - time.time()
+    out.extra["lease_wait_seconds"] = round(max(0.0, remaining), 3)
+    if remaining > 0 and not check_mode:
+        time.sleep(remaining)
+        out.extra["lease_waited_until"] = time.time()
+
+
 def ensure_promoted(node: Node, opts: dict, check_mode: bool, started: float | None = None) -> dict:
     started = started if started is not None else time.monotonic()
     out = Outcome()
@@ -539,6 +553,8 @@ def ensure_promoted(node: Node, opts: dict, check_mode: bool, started: float | N
                               "use state=primary to unfence it deliberately" % node.what())
             out.before = out.after = {"role": "primary", "timeline": status["timeline"]}
             out.extra.update(msg="already a primary", promoted_lsn=None, seconds_to_writable=0.0)
+            ensure_stamps(node, opts.get("fence_databases"), opts.get("fence_epoch"), opts.get("fence_region"),
+                          check_mode, out)
             return out.as_dict()
         reference, source = _reference_lsn(status, opts, out, node)
         local = max((lsn for lsn in (status["receive_lsn"], status["replay_lsn"]) if lsn), key=lsn_to_int)
@@ -567,8 +583,14 @@ def ensure_promoted(node: Node, opts: dict, check_mode: bool, started: float | N
                 cur.execute("SELECT pg_reload_conf()")
                 wait_for(lambda: fetch_one(conn, "SELECT current_setting('synchronous_standby_names') AS s")["s"] == "",
                          5, interval=0.01)
+        if opts.get("fence_epoch") is not None and opts.get("fence_databases"):
+            # Refuse a stale run before promoting (the standby holds the old primary's stamps): changes nothing.
+            plan_stamps(node, opts["fence_databases"], opts["fence_epoch"], opts.get("fence_region"))
+        _wait_out_old_lease(opts.get("not_before"), check_mode, out)
         out.act("promote")
         if check_mode:
+            ensure_stamps(node, opts.get("fence_databases"), opts.get("fence_epoch"), opts.get("fence_region"),
+                          check_mode, out)
             return out.as_dict()
         cur.execute("SELECT pg_promote(true, %s)", (int(timeout),))
         if not cur.fetchone()[0]:
@@ -579,6 +601,8 @@ def ensure_promoted(node: Node, opts: dict, check_mode: bool, started: float | N
                           % (node.what(), timeout))
         out.extra["seconds_to_writable"] = round(time.monotonic() - started, 3)
         out.extra["promoted_lsn"] = fetch_one(conn, "SELECT pg_last_wal_replay_lsn()::text AS l")["l"]
+        ensure_stamps(node, opts.get("fence_databases"), opts.get("fence_epoch"), opts.get("fence_region"),
+                      check_mode, out)
         return out.as_dict()
     finally:
         conn.close()

@@ -164,6 +164,30 @@ options:
         fast shutdown before escalating.
     type: int
     default: 60
+  not_before:
+    description:
+      - V(promoted) - do not promote before this time (epoch seconds). The runbook sets it when its fence could
+        not reach the old region - the end of that region's write lease - so the old region cannot take a write
+        the new primary never sees. The wait is reported in RV(lease_wait_seconds); check mode does not wait.
+    type: float
+  fence_epoch:
+    description:
+      - V(promoted) - the fencing token - stamp this epoch (the run's claim) into each of O(fence_databases)
+        right after the node is writable, also when it already was a primary. The services' write
+        triggers refuse writes unless the stamped epoch equals their lease's, so an old primary that
+        could not be fenced keeps an older epoch and refuses them. Epochs only grow - a database stamped
+        with a newer epoch, or with this epoch for another region, fails the run and nothing is stamped.
+    type: int
+  fence_region:
+    description:
+      - The region stamped with O(fence_epoch).
+    type: str
+  fence_databases:
+    description:
+      - Application databases to stamp with O(fence_epoch).
+    type: list
+    elements: str
+    default: []
 notes:
   - Runs on the node's host as root (or as O(os_user)); needs C(runuser) when root.
   - Strategy notes (fencing, rewind, what needs a restart) are in C(docs/modules/pg_replication.md).
@@ -256,6 +280,16 @@ seconds_to_writable:
   returned: state is promoted
   type: float
   sample: 0.21
+lease_wait_seconds:
+  description: V(promoted) - how long the promotion waited for O(not_before) (0 when it did not have to).
+  returned: when a standby was promoted
+  type: float
+  sample: 8.2
+fence_epoch:
+  description: V(promoted) with O(fence_epoch) - the epoch the databases are stamped with (the diff shows their before).
+  returned: when O(fence_epoch) and O(fence_databases) are given
+  type: int
+  sample: 2
 lag_bytes_at_promotion:
   description: V(promoted) - bytes the standby was behind RV(reference_lsn) (null when unknown).
   returned: when a promotion was considered
@@ -372,6 +406,10 @@ def argument_spec():
         primary_probe_timeout=dict(type="int", default=2),
         strategy=dict(type="str", choices=["stop", "read_only"], default="stop"),
         wait_timeout=dict(type="int", default=60),
+        not_before=dict(type="float"),
+        fence_epoch=dict(type="int"),
+        fence_region=dict(type="str"),
+        fence_databases=dict(type="list", elements="str", default=[]),
     )
     return spec
 
@@ -381,6 +419,7 @@ def main():
     module = AnsibleModule(
         argument_spec=argument_spec(),
         required_if=[("state", "standby", ["primary_host"])],
+        required_together=[("fence_epoch", "fence_region")],
         supports_check_mode=True,
     )
     if not HAS_PSYCOPG2:

@@ -345,3 +345,73 @@ def test_no_secret_in_any_output_or_report(lab) -> None:
     for text in texts:
         for secret in secrets:
             assert secret not in text
+
+
+def post_order(address: str, customer: str, key: str) -> int:
+    """POST one order straight to a region's service_a (no DNS); the HTTP status, 0 when nothing answered."""
+    import requests
+
+    body = {"customer_id": customer, "currency": "EUR",
+            "items": [{"sku": "PARTIAL-1", "quantity": 1, "unit_price_cents": 100}]}
+    try:
+        return requests.post(f"http://{address}:8080/orders", json=body, headers={"Idempotency-Key": key},
+                             timeout=30).status_code
+    except requests.RequestException:
+        return 0
+
+
+def orders_of(region: str, customer: str) -> set[str]:
+    conn = pg(region, "phoenix")
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT idempotency_key FROM orders WHERE customer_id = %s", (customer,))
+        return {row[0] for row in cur.fetchall()}
+    finally:
+        conn.close()
+
+
+def test_controller_cut_off_the_old_region_no_acknowledged_write_outside_the_new_primary(from_east, tmp_path):
+    """The partial failure of issue 14: the controller loses east (SSH to its host, and its address for root's
+    sockets), while west, east's own services and clients still reach east. The fence cannot stop anything, so
+    east's database stays a writable primary; west's services already hold pooled connections to it.
+
+    Expected: the run waits out east's write lease before promoting (reported), stamps west with the new epoch,
+    and every order west acknowledges afterwards is in west's database and not in east's (the write triggers
+    refuse east's older epoch). Counted on both databases."""
+    customer = f"partial-{int(time.time())}"
+    # West's service_a opens pooled connections to east (reads follow target_session_attrs=read-write to it).
+    import requests
+
+    for _ in range(12):
+        with contextlib.suppress(requests.RequestException):
+            requests.get(f"http://{ADDRESS['west']}:8080/orders", params={"customer_id": customer}, timeout=10)
+    # The controller's SSH to east fails: its fence and everything delegated there is unreachable.
+    cut_inventory = tmp_path / "east-unreachable.yml"
+    cut_inventory.write_text("all:\n  hosts:\n    east:\n      ansible_connection: ssh\n"
+                             "      ansible_host: 127.0.10.1\n      ansible_port: 9\n"
+                             "      ansible_ssh_common_args: -o ConnectTimeout=3\n")
+    fault = playbook("lab_fault", fault="controller_cut", region="east")
+    assert fault.rc == 0, fault.stdout[-2000:]
+    try:
+        run = run_playbook(PLAYBOOKS / "failover.yml", "-i", str(cut_inventory), inventory=INVENTORY)
+        OUTPUTS.append(run.stdout + run.stderr)
+        assert run.rc == 0, run.stdout[-4000:]
+        assert "database east: host unreachable" in run.stdout
+        assert role("east") == "primary"  # nothing could fence it (its socket is not the cut address)
+        report = latest_report()
+        phases = {row["phase"]: row for row in report["phases"]}
+        assert phases["lease_wait"]["status"] == "changed", phases
+        assert phases["fence"]["detail"].startswith("database east: host unreachable")
+
+        statuses = {f"{customer}-{n}": post_order(ADDRESS["west"], customer, f"{customer}-{n}") for n in range(30)}
+        acknowledged = {key for key, status in statuses.items() if status == 201}
+        assert acknowledged, statuses  # west takes writes after the failover
+        on_west, on_east = orders_of("west", customer), orders_of("east", customer)
+        assert acknowledged <= on_west, sorted(acknowledged - on_west)
+        assert not on_east, sorted(on_east)  # nothing acknowledged or not went to the unfenced old primary
+    finally:
+        heal = playbook("lab_fault", fault="heal")
+        assert heal.rc == 0, heal.stdout[-2000:]
+    back = playbook("failback")
+    assert back.rc == 0, back.stdout[-4000:]
+    on("east")
