@@ -409,7 +409,50 @@ def phase_timings(marks):
     return rows, total
 
 
-def build_report(kind, plan, marks, phases, check_mode, started_at=None, extra=None):
+# The runbook's phases in the order they run; a failed run's report is built from this and its marks.
+PHASE_ORDER = ("preflight", "prepare", "claim", "fence", "lease_wait", "promote", "switch_dns", "repoint", "verify")
+# Task name prefixes of roles/failover (each task is named "<Phase> - ..." or "<Phase> and <phase> - ...").
+TASK_PHASES = (("preflight", "preflight"), ("prepare", "prepare"), ("lower the public", "prepare"),
+               ("claim", "claim"), ("fence", "fence"), ("promote", "promote"), ("switch dns", "switch_dns"),
+               ("repoint", "repoint"), ("verify", "verify"), ("restore the public", "verify"))
+
+
+def failed_phase(marks, task_name):
+    """Which phase a failed task belongs to: by its name, else the phase after the last one finished."""
+    name = (task_name or "").lower()
+    # "cloudphoenix.stack.failover : Promote - ..." (the role prefix is not part of the task's own name)
+    name = name.split(" : ", 1)[-1].strip()
+    for prefix, phase in TASK_PHASES:
+        if name.startswith(prefix):
+            return phase
+    done = [mark["phase"] for mark in marks[1:] if mark["phase"] in PHASE_ORDER]
+    if not done:
+        return PHASE_ORDER[0]
+    later = PHASE_ORDER[PHASE_ORDER.index(done[-1]) + 1:]
+    return later[0] if later else done[-1]
+
+
+def failed_rows(marks, phase, msg):
+    """Report rows of a run that failed in `phase`: the phases it finished, the failed one, none after it."""
+    rows = [{"phase": mark["phase"], "status": "ok", "detail": ""} for mark in marks[1:]
+            if mark["phase"] != phase]
+    rows.append({"phase": phase, "status": "failed", "detail": msg})
+    return rows
+
+
+def claim_holder(plan, marks):
+    """Who holds the fencing record after a failed run: this run once it claimed, else whoever held it."""
+    claimed = any(mark["phase"] == "claim" for mark in marks[1:])
+    claim = plan.get("claim") or {}
+    if claimed and claim.get("needed") and claim.get("value"):
+        return claim["value"]
+    if claim.get("expect"):
+        return claim["expect"]
+    active = plan.get("active") or {}
+    return format_active(active["region"], active["epoch"], active.get("run")) if active.get("region") else None
+
+
+def build_report(kind, plan, marks, phases, check_mode, started_at=None, extra=None, failure=None):
     """The report dict: what happened, per phase, and what it cost."""
     timings, total = phase_timings(marks)
     seconds = dict((row["phase"], row["seconds"]) for row in timings)
@@ -442,6 +485,11 @@ def build_report(kind, plan, marks, phases, check_mode, started_at=None, extra=N
         "msg": plan.get("msg"),
     }
     report.update(extra or {})
+    if failure:
+        report.update(
+            outcome="failed", failed_phase=failure["phase"], error=failure.get("msg") or "",
+            claim_held_by=failure.get("claim_held_by"), resume_command=failure.get("resume_command"),
+            rto_seconds=None)
     return report
 
 
@@ -464,9 +512,13 @@ def render_table(report):
     for row in report["phases"]:
         seconds = "-" if row["seconds"] is None else "%.2f" % row["seconds"]
         lines.append("%-10s %8s  %-8s %s" % (row["phase"], seconds, row["status"], row["detail"]))
-    with_prepare = report.get("total_seconds", report["rto_seconds"])
-    lines.append("%-10s %8.2f  %s" % ("total", report["rto_seconds"], "RTO as run by this playbook" + (
-        "" if with_prepare == report["rto_seconds"] else " (%.2f s with prepare)" % with_prepare)))
+    if report.get("outcome") == "failed":
+        lines.append("%-10s %8.2f  %s" % ("total", report.get("total_seconds") or 0.0,
+                                          "until it failed in %s (no RTO: not completed)" % report["failed_phase"]))
+    else:
+        with_prepare = report.get("total_seconds", report["rto_seconds"])
+        lines.append("%-10s %8.2f  %s" % ("total", report["rto_seconds"], "RTO as run by this playbook" + (
+            "" if with_prepare == report["rto_seconds"] else " (%.2f s with prepare)" % with_prepare)))
     lines.append("old primary: %s   new primary: %s   epoch: %s"
                  % (report.get("old_primary"), report.get("new_primary"), report.get("epoch")))
     lines.append("lag at promotion (data at risk): %s (%s)"
@@ -481,6 +533,10 @@ def render_table(report):
     for item in report.get("skipped", []):
         lines.append("skipped %s: %s" % (item["phase"], item["why"]))
     lines.append("outcome: %s" % report["outcome"])
+    if report.get("outcome") == "failed":
+        lines.append("failed in %s: %s" % (report["failed_phase"], report.get("error") or "?"))
+        lines.append("fencing record held by: %s" % (report.get("claim_held_by") or "unknown"))
+        lines.append("to resume: %s" % report.get("resume_command"))
     return lines
 
 

@@ -55,6 +55,22 @@ options:
     description: Directory for the JSON files (created when missing).
     type: path
     required: true
+  failure:
+    description:
+      - The run failed - what failed. The report then says C(outcome=failed), the failed phase (from the task's
+        name, else the phase after the last one finished), the error, who holds the fencing record and the
+        command that resumes. O(phases) lists only the phases that finished, then the failed one.
+    type: dict
+    suboptions:
+      task:
+        description: The failed task's name (C(ansible_failed_task.name)).
+        type: str
+      msg:
+        description: Its error message.
+        type: str
+      resume_command:
+        description: The command that resumes the run (printed as is).
+        type: str
 """
 
 EXAMPLES = r"""
@@ -101,6 +117,8 @@ def main():
             phases=dict(type="list", elements="dict", required=True),
             extra=dict(type="dict", default={}),
             report_dir=dict(type="path", required=True),
+            failure=dict(type="dict", options=dict(
+                task=dict(type="str"), msg=dict(type="str"), resume_command=dict(type="str"))),
         ),
         supports_check_mode=True,
     )
@@ -108,8 +126,15 @@ def main():
     marks = params["marks"]
     if not marks or any("at" not in mark or "phase" not in mark for mark in marks):
         module.fail_json(msg="marks must be a non-empty list of {phase, at}")
-    report = _failover.build_report(params["kind"], params["plan"], marks, params["phases"], module.check_mode,
-                                    started_at=float(marks[0]["at"]), extra=params["extra"])
+    phases, failure = params["phases"], None
+    if params["failure"]:
+        phase = _failover.failed_phase(marks, params["failure"]["task"])
+        phases = _failover.failed_rows(marks, phase, params["failure"]["msg"] or "")
+        failure = {"phase": phase, "msg": params["failure"]["msg"],
+                   "claim_held_by": _failover.claim_holder(params["plan"], marks),
+                   "resume_command": params["failure"]["resume_command"]}
+    report = _failover.build_report(params["kind"], params["plan"], marks, phases, module.check_mode,
+                                    started_at=float(marks[0]["at"]), extra=params["extra"], failure=failure)
     path = None
     if not module.check_mode:
         try:

@@ -297,3 +297,46 @@ def test_a_killed_unreaped_postmaster_is_not_running(tmp_path):
         assert out["msg"].startswith("not running") and not out["changed"] and node.stops == []
     finally:
         proc.wait()
+
+
+MARKS = [{"phase": "start", "at": 100.0}, {"phase": "preflight", "at": 100.5}, {"phase": "claim", "at": 100.7},
+         {"phase": "fence", "at": 101.5}]
+PLAN = {"status": "ready", "source": "east", "target": "west", "epoch": 8,
+        "active": {"region": "east", "epoch": 7, "run": None},
+        "claim": {"needed": True, "value": "region=west epoch=8 run=ctl/1/2", "expect": "region=east epoch=7"}}
+
+
+@pytest.mark.parametrize("task,phase", [
+    ("cloudphoenix.stack.failover : Promote - the new primary (lag guard again at the last moment)", "promote"),
+    ("Switch DNS - every public name and db to the new region", "switch_dns"),
+    ("Repoint and verify - the new region's services write to the new primary", "repoint"),
+    ("Fence - stop the old primary database", "fence"),
+    ("some task without a phase name", "lease_wait"),  # the phase after the last one finished (fence)
+    (None, "lease_wait"),
+])
+def test_failed_phase_from_the_task_name_or_the_marks(task, phase):
+    assert fo.failed_phase(MARKS, task) == phase
+
+
+def test_failed_run_report_says_where_it_stopped_who_holds_the_claim_and_how_to_resume():
+    phase = fo.failed_phase(MARKS, "Promote - the new primary")
+    rows = fo.failed_rows(MARKS, phase, "refusing to promote: 2 MiB behind")
+    assert [(row["phase"], row["status"]) for row in rows] == [
+        ("preflight", "ok"), ("claim", "ok"), ("fence", "ok"), ("promote", "failed")]
+    failure = {"phase": phase, "msg": "refusing to promote: 2 MiB behind",
+               "claim_held_by": fo.claim_holder(PLAN, MARKS),
+               "resume_command": "ansible-playbook cloudphoenix.stack.failover -i inventories/lab"}
+    report = fo.build_report("failover", PLAN, MARKS, rows, False, failure=failure)
+    assert report["outcome"] == "failed" and report["failed_phase"] == "promote" and report["rto_seconds"] is None
+    assert report["claim_held_by"] == "region=west epoch=8 run=ctl/1/2"  # this run claimed before it failed
+    table = "\n".join(fo.render_table(report))
+    assert "outcome: failed" in table and "failed in promote: refusing to promote: 2 MiB behind" in table
+    assert "fencing record held by: region=west epoch=8 run=ctl/1/2" in table
+    assert "to resume: ansible-playbook cloudphoenix.stack.failover -i inventories/lab" in table
+
+
+def test_a_run_that_failed_before_its_claim_names_the_previous_holder():
+    before_claim = MARKS[:2]
+    assert fo.claim_holder(PLAN, before_claim) == "region=east epoch=7"
+    assert fo.claim_holder({"active": {"region": "east", "epoch": 7, "run": "x/1/2"}, "claim": {}},
+                           before_claim) == "region=east epoch=7 run=x/1/2"
