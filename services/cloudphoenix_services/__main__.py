@@ -3,7 +3,8 @@
     python -m cloudphoenix_services check-config --service service_a [--env-file FILE]
     python -m cloudphoenix_services migrate --service service_a [--env-file FILE]
 
-Both print one JSON line; ``migrate`` reports ``changed`` only when it applied a step.
+Both print one JSON line; ``migrate`` reports ``changed`` only when it applied a step (``applied``
+lists the service's own; core steps and fence triggers, core/token.py, are named on stderr).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import sys
 
 from .core.config import ConfigError, load_settings, read_env_file
-from .core.db import Database, migrate
+from .core.db import Database, migrate_service
 from .core.errors import DatabaseError
 
 SERVICES = ("service_a", "service_b")
@@ -27,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--service", choices=SERVICES, required=True)
     parser.add_argument("--env-file", help="KEY=VALUE settings, applied over the environment")
     args = parser.parse_args(argv)
-    spec = importlib.import_module(f"cloudphoenix_services.{args.service}").SPEC
+    package = importlib.import_module(f"cloudphoenix_services.{args.service}")
+    spec = package.SPEC
     try:
         env = dict(os.environ)
         if args.env_file:
@@ -44,14 +46,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     database = Database(settings)
     try:
-        applied = migrate(database, spec.name, spec.migrations)
+        done = migrate_service(database, spec.name, spec.migrations, package.FENCED_TABLES)
     except DatabaseError as exc:
         print(json.dumps({"failed": True, "msg": f"{spec.name} migrations: {exc}"}))
         print(f"{spec.name} migrations: {exc}", file=sys.stderr)
         return 3
     finally:
         database.close()
-    print(json.dumps({"changed": bool(applied), "applied": applied}))
+    if done["core"] or done["fenced"]:
+        print(f"{spec.name} migrations: core steps {done['core']}, fence triggers on {done['fenced']}", file=sys.stderr)
+    print(json.dumps({"changed": any(done.values()), "applied": done["applied"]}))
     return 0
 
 

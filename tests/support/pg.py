@@ -214,3 +214,9 @@ def clone_standby(primary: PgCluster, standby: PgCluster, slot: str, password: s
     )
     standby.start()
     return standby
+
+
+def promote(standby: PgCluster, timeout: float = 30) -> None:
+    """``pg_promote()`` a streaming standby and wait until it takes writes."""
+    standby.execute("SELECT pg_promote(wait => true, wait_seconds => %s)", (int(timeout),))
+    wait_until(lambda: not standby.in_recovery(), timeout=timeout, message=f"{standby.name} promoted")

@@ -4,6 +4,12 @@ The conninfo is libpq multi-host with ``target_session_attrs=read-write``: after
 fresh connection lands on the new primary, so recovering is "drop the broken connection and
 retry", with no restart. Work is passed in as a function so a retry replays the whole
 transaction; callers make their writes idempotent (pre-generated ids, ON CONFLICT).
+
+With fencing enabled, every connection is pinned to the write lease's epoch (``-c
+cloudphoenix.lease_epoch=N`` at connect, no extra round trip) and the database refuses a write
+unless it is stamped at that epoch (core/token.py). A connection of an older epoch is dropped, not
+re-pinned: after a failover it most likely points at the old primary. A refusal (CPF01) marks that
+server stale for the epoch and the work is retried on the DSN's other hosts first.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 import psycopg2
@@ -22,6 +28,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 from .config import Settings
 from .errors import DatabaseError
 from .jsonio import use_orjson_for_jsonb
+from .token import CORE_MIGRATIONS, SETTING, STALE_EPOCH, HostPicker, ensure_triggers
 
 T = TypeVar("T")
 Connection = psycopg2.extensions.connection
@@ -36,6 +43,7 @@ TRANSIENT_SQLSTATES = frozenset(
         psycopg2.errorcodes.CRASH_SHUTDOWN,  # 57P02
         psycopg2.errorcodes.CANNOT_CONNECT_NOW,  # 57P03: starting up / promoting
         psycopg2.errorcodes.READ_ONLY_SQL_TRANSACTION,  # 25006: we hold a connection to a demoted node
+        STALE_EPOCH,  # CPF01: not the primary of our lease epoch; the retry goes to the other hosts
     }
 )
 
@@ -51,6 +59,12 @@ def is_transient(error: BaseException) -> bool:
     return code in TRANSIENT_SQLSTATES or code.startswith("08")
 
 
+class PinnedConnection(psycopg2.extensions.connection):
+    """A connection that remembers the lease epoch it was opened with (None: no lease)."""
+
+    lease_epoch: int | None = None
+
+
 class Database:
     """A bounded, thread-safe pool opened lazily in each worker process (never before gunicorn forks).
 
@@ -61,12 +75,16 @@ class Database:
     def __init__(self, settings: Settings, on_retry: Callable[[], None] | None = None) -> None:
         self.settings = settings
         self._on_retry = on_retry
+        self._lease_epoch: Callable[[], int | None] | None = None  # set by follow_lease()
+        self._epoch: int | None = None  # the epoch the pooled connections are pinned to
+        self._hosts = HostPicker(settings.db_dsn)
         self._idle: list[Connection] = []
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(settings.db_pool_max)
         self._connect_kwargs: dict[str, object] = {
             "dsn": settings.db_dsn,
             "connect_timeout": settings.db_connect_timeout_s,
+            "connection_factory": PinnedConnection,
             "application_name": f"cloudphoenix-{settings.service_name}",
             "options": f"-c statement_timeout={settings.db_statement_timeout_ms}",
             # Notice a dead peer (hung primary, partition) within seconds, not hours.
@@ -79,6 +97,15 @@ class Database:
             self._connect_kwargs["password"] = settings.db_password
         # Built once: tenacity keeps per-call state in thread-locals, so sharing is safe and cheaper.
         self._retrying = self._make_retrying(settings.db_retry_attempts)
+
+    def follow_lease(self, lease_epoch: Callable[[], int | None]) -> None:
+        """Pin connections to ``lease_epoch()`` (read at every checkout) when fencing is enabled.
+
+        Without it (fencing disabled, migrations, admin tools) sessions carry no lease epoch and the
+        database does not check them.
+        """
+        if self.settings.fencing_enabled:
+            self._lease_epoch = lease_epoch
 
     def _make_retrying(self, attempts: int) -> Retrying:
         return Retrying(
@@ -93,15 +120,29 @@ class Database:
         if not self._slots.acquire(timeout=self.settings.db_connect_timeout_s):
             raise psycopg2.OperationalError("connection pool exhausted")
         try:
+            epoch = self._lease_epoch() if self._lease_epoch is not None else None
+            old: list[Connection] = []
             with self._lock:
+                if epoch != self._epoch:  # the lease moved: new pins, nothing known stale yet
+                    self._epoch, old, self._idle = epoch, self._idle, []
+                    self._hosts.clear()
                 conn = self._idle.pop() if self._idle else None
-            return conn if conn is not None else self._connect()
+                hosts = self._hosts.overrides() if conn is None else None
+            for stale in old:
+                stale.close()
+            if old:
+                log.info("lease epoch %s: closed %d pooled connection(s) of the previous epoch", epoch, len(old))
+            return conn if conn is not None else self._connect(epoch, hosts)
         except BaseException:
             self._slots.release()
             raise
 
-    def _connect(self) -> Connection:
-        conn = psycopg2.connect(**self._connect_kwargs)
+    def _connect(self, epoch: int | None = None, hosts: dict[str, str] | None = None) -> Connection:
+        kwargs = self._connect_kwargs
+        if epoch is not None:  # in the startup packet: no SET, no extra round trip
+            kwargs = {**kwargs, **(hosts or {}), "options": f"{kwargs['options']} -c {SETTING}={int(epoch)}"}
+        conn = psycopg2.connect(**kwargs)
+        conn.lease_epoch = epoch
         use_orjson_for_jsonb(conn)
         return conn
 
@@ -112,9 +153,28 @@ class Database:
                 self._discard_idle()  # they most likely point at the same failed server
             else:
                 with self._lock:
-                    self._idle.append(conn)
+                    current = conn.lease_epoch == self._epoch
+                    if current:
+                        self._idle.append(conn)
+                if not current:  # pinned to an epoch that ended while it was checked out
+                    conn.close()
         finally:
             self._slots.release()
+
+    def _mark_stale(self, conn: Connection) -> None:
+        """CPF01: the server this connection is on is not the primary of our lease epoch."""
+        host, port = conn.info.host, conn.info.port
+        with self._lock:
+            if conn.lease_epoch != self._epoch:
+                return  # refused an epoch that has already ended: nothing to learn
+            known = self._hosts.mark(host, port)
+        log.warning(
+            "database %s:%s refused lease epoch %s (CPF01: not stamped at it); %s",
+            host,
+            port,
+            conn.lease_epoch,
+            "new connections try the other hosts first" if known else "it is not one of the DSN's hosts",
+        )
 
     def _discard_idle(self) -> None:
         with self._lock:
@@ -138,6 +198,8 @@ class Database:
                 return work(conn)
         except psycopg2.Error as exc:
             broken = conn.closed != 0 or is_transient(exc)
+            if getattr(exc, "pgcode", None) == STALE_EPOCH and not conn.closed:
+                self._mark_stale(conn)
             raise
         finally:
             if autocommit and not conn.closed:
@@ -174,6 +236,8 @@ class Database:
                         raise error
                     return self._attempt(work, autocommit)
         except psycopg2.Error as exc:
+            if getattr(exc, "pgcode", None) == STALE_EPOCH:
+                raise DatabaseError("No database is the primary of this lease's epoch yet; retry later.") from exc
             if is_transient(exc):
                 raise DatabaseError("The database is not reachable or not writable; retry later.") from exc
             raise
@@ -215,14 +279,24 @@ def _elapsed_ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 2)
 
 
-def migrate(database: Database, service_name: str, steps: list[str]) -> list[int]:
+def migrate(database: Database, service_name: str, steps: list[str], fenced_tables: Iterable[str] = ()) -> list[int]:
     """Apply the not-yet-applied ``steps`` (ordered SQL), each once, under an advisory lock.
 
-    Returns the version numbers applied now: empty on a second run. Workers of several regions
-    may start together; the lock makes them apply each step exactly once.
+    The core steps (the fence table and check function, core/token.py) come first, once per
+    database whichever service migrates first; then the service's steps; then the fence trigger on
+    each of ``fenced_tables`` that lacks it. Returns the service's version numbers applied now:
+    empty on a second run. Workers of several regions may start together; the lock makes them
+    apply each step exactly once. ``migrate_service`` also reports the core steps and triggers.
     """
+    return migrate_service(database, service_name, steps, fenced_tables)["applied"]
 
-    def apply(conn: Connection) -> list[int]:
+
+def migrate_service(
+    database: Database, service_name: str, steps: list[str], fenced_tables: Iterable[str] = ()
+) -> dict[str, list]:
+    """``migrate`` with everything it did: {"core": [...], "applied": [...], "fenced": [tables]}."""
+
+    def apply(conn: Connection) -> dict[str, list]:
         with conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("cloudphoenix-migrations",))
             cur.execute(
@@ -230,15 +304,22 @@ def migrate(database: Database, service_name: str, steps: list[str]) -> list[int
                 " service text NOT NULL, version integer NOT NULL,"
                 " applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (service, version))"
             )
-            cur.execute("SELECT version FROM schema_migrations WHERE service = %s", (service_name,))
-            done = {row[0] for row in cur.fetchall()}
-            applied = []
-            for version, sql in enumerate(steps, start=1):
-                if version in done:
-                    continue
-                cur.execute(sql)
-                cur.execute("INSERT INTO schema_migrations (service, version) VALUES (%s, %s)", (service_name, version))
-                applied.append(version)
-            return applied
+            done = {"core": _apply_steps(cur, "core", CORE_MIGRATIONS)}
+            done["applied"] = _apply_steps(cur, service_name, steps)
+            done["fenced"] = ensure_triggers(cur, fenced_tables)
+            return done
 
     return database.run(apply)
+
+
+def _apply_steps(cur: psycopg2.extensions.cursor, service_name: str, steps: list[str]) -> list[int]:
+    cur.execute("SELECT version FROM schema_migrations WHERE service = %s", (service_name,))
+    done = {row[0] for row in cur.fetchall()}
+    applied = []
+    for version, sql in enumerate(steps, start=1):
+        if version in done:
+            continue
+        cur.execute(sql)
+        cur.execute("INSERT INTO schema_migrations (service, version) VALUES (%s, %s)", (service_name, version))
+        applied.append(version)
+    return applied

@@ -5,10 +5,18 @@ from __future__ import annotations
 from flask import Flask
 
 from ..core import ServiceSpec, Settings, create_service_app
+from ..core.app import EXTENSION
 from .api import MIGRATIONS, orders
 
 SPEC = ServiceSpec(name="service_a", blueprint=orders, migrations=MIGRATIONS, openapi_package=__name__)
 
 
+# Every table this service writes: each gets the fence trigger (core/token.py) at migrate.
+FENCED_TABLES = ("orders",)
+
+
 def create_app(settings: Settings | None = None) -> Flask:
-    return create_service_app(SPEC, settings)
+    app = create_service_app(SPEC, settings)
+    state = app.extensions[EXTENSION]
+    state.db.follow_lease(lambda: state.fence.describe()["epoch"])  # the token: no-op unless fencing is on
+    return app
