@@ -68,6 +68,14 @@ class ConflictError(DnsError):
     """Compare-and-swap failed: current values differ from `expect`. Nothing was changed."""
 
 
+class RequirementError(ConflictError):
+    """A record named in `require` (records the call must not change) does not hold the required values.
+
+    Raised before anything is sent when the read shows it, or after the server refused the guarded change
+    (the guard travels with the change). Nothing of the refused change was applied.
+    """
+
+
 class TransientError(DnsError):
     """Worth another attempt (SERVFAIL, timeouts, throttling, PriorRequestNotComplete)."""
 
@@ -221,6 +229,46 @@ def normalize_expect(expect, zone):
     return wanted
 
 
+def normalize_require(require, zone):
+    """require option -> {key: rrset (ttl None: not compared)}: records that must hold exactly these values.
+
+    A required record must exist (Route 53 cannot guard the absence of a record inside a batch).
+    """
+    zone = absolute_name(zone, what="zone") if zone else None
+    wanted = {}
+    for index, item in enumerate(require or []):
+        where = "require[%d]" % index
+        if not item.get("values"):
+            raise ValidationError("%s: values must list at least one value (a required record must exist, with "
+                                  "exactly these values)" % where)
+        rrset = make_rrset(item.get("name"), item.get("type"), None, item["values"], where)
+        if zone and not in_zone(rrset["name"], zone):
+            raise ValidationError("%s: %s is not in zone %s" % (where, rrset["name"], zone))
+        if key_of(rrset) in wanted:
+            raise ValidationError("%s: %s is listed twice" % (where, key_text(key_of(rrset))))
+        wanted[key_of(rrset)] = rrset
+    return wanted
+
+
+def check_guards(desired, expect, require):
+    """`expect` guards records this call changes, `require` records it does not: refuse a mix-up."""
+    for key in expect:
+        if key not in desired:
+            raise ValidationError(
+                "expect: %s is not in records. expect is the compare-and-swap of a record this call changes; "
+                "for a record that must hold given values and is not changed, use require" % key_text(key))
+    for key in require:
+        if key in desired:
+            raise ValidationError(
+                "require: %s is also in records. require names records this call does not change; for a record "
+                "it changes, use expect (compare-and-swap)" % key_text(key))
+
+
+def requirement_message(current, require, unmet):
+    return "; ".join("%s is %s, required %s" % (key_text(k), describe(current.get(k)), " ".join(require[k]["values"]))
+                     for k in unmet)
+
+
 def parse_server(text, default_port):
     """'host', 'host:port', '[v6]:port' or 'v6' -> (host, port)."""
     text = str(text).strip()
@@ -314,12 +362,16 @@ class DnsProvider:
         """{key: rrset or None} as the provider's primary source holds it now."""
         raise NotImplementedError
 
-    def plan_batches(self, changes, expect, allow_split):
-        """Split `changes` into provider batches (a list of lists); refuse what cannot be atomic."""
+    def plan_batches(self, changes, expect, allow_split, require=None):
+        """Split `changes` into provider batches (a list of lists); refuse what cannot be atomic.
+
+        `require` ({key: rrset}, records not changed) is only passed when given; it travels with every batch.
+        """
         return [changes]
 
-    def apply(self, batch, expect):
-        """Send one atomic batch guarded by `expect`; returns a dict (ids, timings)."""
+    def apply(self, batch, expect, require=None):
+        """Send one atomic batch guarded by `expect` (and `require`, only passed when given); returns a dict
+        (ids, timings). A guard the server finds broken raises ConflictError."""
         raise NotImplementedError
 
     def wait_synced(self, applied, deadline):
@@ -638,13 +690,19 @@ def _wait_entry(record):
 # --------------------------------------------------------------------------- the switch
 
 def switch(provider, desired, expect=None, check_mode=False, wait=False, wait_servers=None,
-           wait_timeout=60.0, allow_split=False, retry_timeout=30.0, log=None):
-    """Apply `desired` ({key: rrset|None}) as one atomic change guarded by `expect`.
+           wait_timeout=60.0, allow_split=False, retry_timeout=30.0, log=None, require=None):
+    """Apply `desired` ({key: rrset|None}) as one atomic change guarded by `expect` and `require`.
 
-    Returns a JSON-ready dict: changed, before, after, changes, cas, batches, wait, timings.
-    Raises ConflictError (nothing changed), ValidationError, DnsError, WaitTimeout.
+    `expect`: compare-and-swap of records in `desired` ("already as wanted" is success). `require`: records
+    NOT in `desired` that must hold exactly the given values, checked on every call (also when nothing
+    changes) and sent with every batch so that the server refuses the change if they moved meanwhile.
+
+    Returns a JSON-ready dict: changed, before, after, changes, cas, requirement, batches, wait, timings.
+    Raises RequirementError or ConflictError (nothing changed), ValidationError, DnsError, WaitTimeout.
     """
     expect = expect or {}
+    require = require or {}
+    check_guards(desired, expect, require)
     timings = {}
     started = time.monotonic()
     retries = []
@@ -655,10 +713,10 @@ def switch(provider, desired, expect=None, check_mode=False, wait=False, wait_se
             log("retry %d after %s (sleep %.2fs)" % (attempt, exc, delay))
 
     retry_call(provider.resolve_zone, retry_timeout, note_retry, provider=provider)
-    for key in list(desired) + list(expect):
+    for key in list(desired) + list(expect) + list(require):
         if not in_zone(key[0], provider.zone):
             raise ValidationError("%s is not in zone %s" % (key_text(key), provider.zone))
-    keys = list(dict.fromkeys(list(desired) + list(expect)))
+    keys = list(dict.fromkeys(list(desired) + list(expect) + list(require)))
     current = retry_call(lambda: provider.read(keys), retry_timeout, note_retry, provider=provider)
     timings["read"] = round(time.monotonic() - started, 4)
     changes = plan_changes(current, desired)
@@ -669,8 +727,15 @@ def switch(provider, desired, expect=None, check_mode=False, wait=False, wait_se
         "changes": [{"name": c["key"][0].rstrip("."), "type": c["key"][1],
                      "action": "delete" if c["after"] is None else ("create" if c["before"] is None else "update")}
                     for c in changes],
-        "cas": None, "batches": [], "wait": [], "retries": retries, "timings": timings,
+        "cas": None, "requirement": None, "batches": [], "wait": [], "retries": retries, "timings": timings,
     }
+    unmet = cas_mismatches(current, require)
+    if unmet:  # checked on every call, also when nothing would change: the caller's premise is gone
+        raise RequirementError(
+            "requirement not met, nothing changed: " + requirement_message(current, require, unmet),
+            current=[public(current.get(k), k) for k in keys], before=result["before"])
+    if require:
+        result["requirement"] = "held"
     mismatched = cas_mismatches(current, expect)
     if expect:
         result["cas"] = "matched" if not mismatched else ("already_applied" if not changes else "conflict")
@@ -683,7 +748,8 @@ def switch(provider, desired, expect=None, check_mode=False, wait=False, wait_se
                 "%s is %s, expected %s" % (key_text(k), describe(current.get(k)), describe(expect[k]))
                 for k in mismatched),
             current=[public(current.get(k), k) for k in keys])
-    batches = provider.plan_batches(changes, expect, allow_split)
+    batches = (provider.plan_batches(changes, expect, allow_split, require=require) if require
+               else provider.plan_batches(changes, expect, allow_split))
     result["batches"] = [{"index": i, "changes": len(b), "status": "planned"} for i, b in enumerate(batches)]
     if check_mode:
         timings["total"] = round(time.monotonic() - started, 4)
@@ -694,31 +760,46 @@ def switch(provider, desired, expect=None, check_mode=False, wait=False, wait_se
 
         def send(batch=batch, attempt=attempt, index=index):  # pylint: disable=dangerous-default-value
             attempt["n"] += 1
+            if require:  # every batch carries the requirement (expect: the first batch)
+                return provider.apply(batch, expect if index == 0 else {}, require=require)
             return provider.apply(batch, expect if index == 0 else {})
 
         try:
             info = retry_call(send, retry_timeout, note_retry, provider=provider)
         except ConflictError as exc:
             # A retried send may have landed before its answer was lost: look before blaming others.
+            landed = False
             if attempt["n"] > 1:
-                now = provider.read([c["key"] for c in batch])
-                if all(same(now.get(c["key"]), c["after"]) for c in batch):
+                now = provider.read(list(dict.fromkeys([c["key"] for c in batch] + list(require))))
+                landed = (all(same(now.get(c["key"]), c["after"]) for c in batch)
+                          and not cas_mismatches(now, require))
+                if landed:
                     info = {"note": "applied by an earlier attempt whose answer was lost"}
-                else:
-                    raise
-            else:
+            if not landed:
                 result["batches"][index]["status"] = "conflict"
+                now = None
                 try:  # say what is there now (best effort: the conflict is the news)
                     now = provider.read(keys)
                     exc.details.setdefault("current", [public(now.get(k), k) for k in keys])
                 except Exception as err:  # noqa: BLE001 - best effort, the conflict is what gets reported
                     exc.details.setdefault("current_error", str(err))
+                exc = _requirement_refusal(exc, now, require, expect if index == 0 else {}, result, index)
                 _annotate_partial(exc, result, index)
-                raise
+                raise exc
         except (DnsError, RetryBudgetExceeded) as exc:
             result["batches"][index]["status"] = "failed"
             if isinstance(exc, RetryBudgetExceeded):
                 exc = DnsError("%s: %s" % ("could not apply the change", exc))
+            elif require:
+                # a provider may refuse a broken guard with an error of its own (moto: InvalidInput for a
+                # DELETE it cannot match): if the required records moved, that is the news
+                try:
+                    now = provider.read(keys)
+                except Exception:  # noqa: BLE001 - best effort: the provider's error is reported as it is
+                    now = None
+                if now is not None and cas_mismatches(now, require):
+                    exc.details.setdefault("current", [public(now.get(k), k) for k in keys])
+                    exc = _requirement_refusal(exc, now, require, {}, result, index)
             _annotate_partial(exc, result, index)
             raise exc
         result["batches"][index].update(info or {})
@@ -737,12 +818,32 @@ def switch(provider, desired, expect=None, check_mode=False, wait=False, wait_se
                                                   transfer=provider.transfer)
         except DnsError as exc:
             # the change is in place; the caller still needs `before` to roll back
-            for name in ("before", "changes", "batches", "cas"):
+            for name in ("before", "changes", "batches", "cas", "requirement"):
                 exc.details.setdefault(name, result[name])
             raise
         timings["wait"] = round(time.monotonic() - started - timings["read"] - timings["apply"], 4)
     timings["total"] = round(time.monotonic() - started, 4)
     return result
+
+
+def _requirement_refusal(exc, now, require, expect, result, index):
+    """The server refused a guarded batch: a RequirementError when a required record moved (or when nothing but
+    `require` guarded it), else the ConflictError as it is (the compare-and-swap lost)."""
+    if not require:
+        return exc
+    unmet = cas_mismatches(now, require) if now is not None else list(require)
+    if not unmet and expect:
+        return exc
+    if now is None:
+        why = "the server refused the guarded change (%s); the required records could not be read back" % exc.msg
+    elif not unmet:
+        why = ("the server refused the guarded change (%s), though the required records hold their values again "
+               "now" % exc.msg)
+    else:
+        why = requirement_message(now, require, unmet) + " (the server refused the change: %s)" % exc.msg
+    result["batches"][index]["status"] = "requirement_failed"
+    return RequirementError("requirement not met, %s: the required records changed after they were read; %s"
+                            % ("nothing changed" if index == 0 else "change refused", why), **exc.details)
 
 
 def _annotate_partial(exc, result, index):

@@ -4,7 +4,8 @@
 
 One UPDATE message carries the whole change (atomic on the server); `expect` becomes
 update prerequisites (RFC 2136 section 2.4: value-dependent "RRset exists" / "RRset does
-not exist"), so the server itself refuses a stale compare-and-swap.
+not exist"), so the server itself refuses a stale compare-and-swap. `require` (records the
+change does not touch) becomes value-dependent "RRset exists" prerequisites in the same message.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -105,15 +106,15 @@ class Rfc2136Provider(DnsProvider):
                 return got[1]
         return read_from_server(self.server, keys, timeout=self.query_timeout)
 
-    def encode(self, changes, expect):
+    def encode(self, changes, expect, require=None):
         """The unsigned UPDATE message (see encode_update)."""
-        return encode_update(self.zone, changes, expect, random.SystemRandom().randrange(65536))
+        return encode_update(self.zone, changes, expect, random.SystemRandom().randrange(65536), require=require)
 
-    def plan_batches(self, changes, expect, allow_split):
+    def plan_batches(self, changes, expect, allow_split, require=None):
         for change in changes:
             if not in_zone(change["key"][0], self.zone):
                 raise ValidationError("%s is not in zone %s" % (key_text(change["key"]), self.zone))
-        wire = self.encode(changes, expect)
+        wire = self.encode(changes, expect, require)
         if len(wire) + TSIG_ROOM > MAX_MESSAGE:
             raise ValidationError(
                 "the change (%d records) needs an UPDATE message of %d bytes, over the %d-byte DNS limit: it cannot "
@@ -121,10 +122,10 @@ class Rfc2136Provider(DnsProvider):
         self._prepared = (id(changes), wire)
         return [changes]
 
-    def apply(self, batch, expect):
+    def apply(self, batch, expect, require=None):
         started = time.monotonic()
         prepared = self._prepared
-        wire = prepared[1] if prepared is not None and prepared[0] == id(batch) else self.encode(batch, expect)
+        wire = prepared[1] if prepared is not None and prepared[0] == id(batch) else self.encode(batch, expect, require)
         response = self._send(wire)
         rcode = dns.rcode.to_text(response.rcode())
         if rcode == "NOERROR":
@@ -133,6 +134,9 @@ class Rfc2136Provider(DnsProvider):
         if rcode in _CONFLICT_RCODES and expect:
             raise ConflictError("compare-and-swap failed on the server (prerequisite not met, rcode %s): "
                                 "the records changed since they were read; nothing changed" % rcode, rcode=rcode)
+        if rcode in _CONFLICT_RCODES and require:
+            raise ConflictError("prerequisite not met on the server (rcode %s): a required record changed since "
+                                "it was read; nothing changed" % rcode, rcode=rcode)
         if rcode == "SERVFAIL":
             raise TransientError("%s answered SERVFAIL to the update" % server_label(self.server), rcode=rcode)
         raise DnsError("update of zone %s rejected by %s: %s (%s)"
@@ -201,12 +205,14 @@ def _rdata_wire(rtype, value):
     return dns.rdata.from_text(dns.rdataclass.IN, rtype, value, origin=dns.name.root, relativize=False).to_wire()
 
 
-def encode_update(zone, changes, expect, msg_id):
+def encode_update(zone, changes, expect, msg_id, require=None):
     """An unsigned RFC 2136 UPDATE in wire form, built directly (dnspython's builder costs ~0.1 s per
     1000 records). Owner names are compressed against the zone name at offset 12 and against their
     first occurrence. `expect` becomes prerequisites: value-dependent "RRset exists" (class IN,
-    TTL 0) or "RRset does not exist" (class NONE); each change deletes the RRset (class ANY) and,
-    unless it is a deletion, adds the new RRs. The names were validated by _dns.absolute_name.
+    TTL 0) or "RRset does not exist" (class NONE); so does `require` (records not changed; always
+    "RRset exists" with every required value: the server compares the whole RRset, RFC 2136 3.2.5).
+    Each change deletes the RRset (class ANY) and, unless it is a deletion, adds the new RRs. The
+    names were validated by _dns.absolute_name.
     """
     out = bytearray(struct.pack("!HHHHHH", msg_id, _OPCODE_UPDATE, 1, 0, 0, 0))
     out += name_wire(zone) + struct.pack("!HH", int(dns.rdatatype.SOA), _CLASS_IN)
@@ -224,7 +230,7 @@ def encode_update(zone, changes, expect, msg_id):
         out.extend(b"\xc0\x0c")  # the zone name in the zone section
 
     prerequisites = updates = 0
-    for (name, rtype), wanted in expect.items():
+    for (name, rtype), wanted in list(expect.items()) + list((require or {}).items()):
         rdtype = int(dns.rdatatype.from_text(rtype))
         if wanted is None:
             put_owner(name)

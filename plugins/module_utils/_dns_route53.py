@@ -7,6 +7,13 @@ read a moment ago (TTL and values) followed by a CREATE, in the same batch; Rout
 rejects the whole batch (InvalidChangeBatch) if the DELETE no longer matches, so two
 concurrent swaps cannot both land. Other records are UPSERTs (or CREATE / DELETE).
 
+`require` (records the change must not touch, which must hold given values) is the same guard
+without the swap: a DELETE of the exact rrset read followed by a CREATE of the identical rrset,
+at the head of every batch (Route 53 applies a batch's changes in order, all or none). moto
+cannot emulate this guard: it checks a DELETE against its journal of past writes instead of the
+current record set, and refuses a CREATE identical to one in its journal while the record exists,
+before applying the DELETE in front of it (see docs/modules/dns_records.md).
+
 Limits (Route 53 API reference, ChangeResourceRecordSets): at most 1,000 ResourceRecord
 elements and 32,000 characters of Value per request; UPSERT counts each twice.
 """
@@ -212,15 +219,34 @@ class Route53Provider(DnsProvider):
             chars += factor * sum(len(r["Value"]) for r in records)
         return elements, chars
 
-    def plan_batches(self, changes, expect, allow_split):
+    def _guard_actions(self, require):
+        """DELETE of the exact rrset read + CREATE of the identical rrset, per required record (not changed)."""
+        actions = []
+        for key in require or {}:
+            raw = self._raw.get(key)
+            if raw is None:  # switch() checked the read: only reached when a caller skips it
+                raise DnsError("%s is required but was not read (or does not exist)" % key_text(key))
+            exact = dict(raw)
+            exact["Name"] = raw["Name"].rstrip(".")
+            actions.append({"Action": "DELETE", "ResourceRecordSet": exact})
+            actions.append({"Action": "CREATE", "ResourceRecordSet": dict(exact)})
+        return actions
+
+    def plan_batches(self, changes, expect, allow_split, require=None):
         units = self._units(changes, expect)
-        total = [0, 0]
+        guard = self._guard_actions(require)
+        guard_cost = self._cost(guard)
+        if guard_cost[0] > MAX_RECORD_ELEMENTS // 2 or guard_cost[1] > MAX_VALUE_CHARS // 2:
+            raise ValidationError("the required records alone (%d ResourceRecord elements, %d value characters, "
+                                  "sent twice in every batch) take more than half of a Route 53 batch: refused"
+                                  % guard_cost)
+        total = list(guard_cost)
         for _dummy, actions in units:
             elements, chars = self._cost(actions)
             total[0] += elements
             total[1] += chars
         if total[0] <= MAX_RECORD_ELEMENTS and total[1] <= MAX_VALUE_CHARS:
-            self._batches = [[a for _dummy, actions in units for a in actions]]
+            self._batches = [guard + [a for _dummy, actions in units for a in actions]]
             self._plan_refs = [[c for c, _dummy in units]]
             return self._plan_refs
         if not allow_split:
@@ -230,15 +256,15 @@ class Route53Provider(DnsProvider):
                 "allow_split=true to apply it in several batches (not atomic as a whole)"
                 % (total[0], MAX_RECORD_ELEMENTS, total[1], MAX_VALUE_CHARS))
         batches, self._batches = [], []
-        current, current_actions, used = [], [], [0, 0]
+        current, current_actions, used = [], list(guard), list(guard_cost)  # the guard heads every batch
         for change, actions in units:
             elements, chars = self._cost(actions)
-            if elements > MAX_RECORD_ELEMENTS or chars > MAX_VALUE_CHARS:
+            if elements + guard_cost[0] > MAX_RECORD_ELEMENTS or chars + guard_cost[1] > MAX_VALUE_CHARS:
                 raise ValidationError("%s alone is over Route 53's batch limits" % key_text(change["key"]))
             if current and (used[0] + elements > MAX_RECORD_ELEMENTS or used[1] + chars > MAX_VALUE_CHARS):
                 batches.append(current)
                 self._batches.append(current_actions)
-                current, current_actions, used = [], [], [0, 0]
+                current, current_actions, used = [], list(guard), list(guard_cost)
             current.append(change)
             current_actions.extend(actions)
             used[0] += elements
@@ -248,9 +274,9 @@ class Route53Provider(DnsProvider):
         self._plan_refs = batches
         return batches
 
-    def apply(self, batch, expect):
+    def apply(self, batch, expect, require=None):
         index = next((i for i, planned in enumerate(self._planned_batches()) if planned is batch), None)
-        actions = self._batches[index] if index is not None else [
+        actions = self._batches[index] if index is not None else self._guard_actions(require) + [
             a for _dummy, actions in self._units(batch, expect) for a in actions]
         started = time.monotonic()
         info = self._call("change_resource_record_sets", HostedZoneId=self.zone_id,

@@ -17,6 +17,11 @@ description:
     expected ones, the module fails and changes nothing. The server enforces it too (RFC 2136 update
     prerequisites; Route 53 DELETE of the exact old record set plus CREATE in the same batch), so two
     concurrent runs cannot both win.
+  - With O(require) the change is applied only while other records, which the call does not change, hold
+    exactly the given values (for example a fencing record naming the caller's run). Checked on every call,
+    also when nothing would change, and sent with the change (RFC 2136 prerequisites; Route 53 DELETE plus
+    CREATE of the identical record set in the same batch), so a record that moves between the read and the
+    write makes the server refuse the whole change. The task then fails with C(requirement_failed=true).
   - With O(wait=true) it waits until every authoritative server answers the new values.
   - Idempotent, already as wanted means C(changed=false) and nothing is sent. Supports check mode and diff;
     returns RV(before) so a caller can roll back.
@@ -27,7 +32,8 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    description: Reads the current records and reports what would change; sends nothing.
+    description: Reads the current records and reports what would change and whether O(require) holds (a failed
+      requirement fails the task, as it would without check mode); sends nothing.
   diff_mode:
     support: full
     description: Before/after in zone-file form.
@@ -75,6 +81,7 @@ options:
       - If the records are already as wanted, nothing is sent and RV(cas) is V(already_applied); give the
         fencing record a value unique to the caller (for example a run ID) so that "already as wanted"
         can only mean the caller's own earlier success.
+      - Every record listed here must also be in O(records). A record the call does not change goes in O(require).
     type: list
     elements: dict
     suboptions:
@@ -95,12 +102,42 @@ options:
       ttl:
         description: Expected TTL; not compared when omitted.
         type: int
+  require:
+    description:
+      - Records this call does NOT change that must hold exactly these values right now; they are not changed.
+        If any differs (or is absent), the task fails with C(requirement_failed=true) and changes nothing, also
+        when the records in O(records) are already as wanted.
+      - The requirement travels with the change, atomically where the provider allows it. RFC 2136, value-dependent
+        "RRset exists" prerequisites in the same UPDATE (the server answers NXRRSET and applies nothing).
+        Route 53, a DELETE of the exact record set read followed by a CREATE of the identical record set, at the
+        head of the batch (Route 53 rejects the whole batch when the DELETE no longer matches).
+      - With O(allow_split=true) every batch carries the requirement, but the change as a whole is not atomic, a
+        record that moves between two batches stops the later ones only.
+      - Values are compared as a set, exactly (no extra values); TTL is not compared. A record listed here must
+        not be in O(records) (use O(expect) for a record the call changes) and must exist.
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description: Owner name.
+        type: str
+        required: true
+      type:
+        description: Record type.
+        type: str
+        required: true
+        choices: [A, AAAA, CNAME, TXT, MX, SRV, CAA, PTR, NS]
+      values:
+        description: The values the record must hold, all of them; at least one.
+        type: list
+        elements: str
+        required: true
   allow_split:
     description:
       - Route 53 refuses batches over 1,000 ResourceRecord elements or 32,000 value characters (UPSERT counts
         twice). By default such a change is refused before anything is sent. V(true) applies it in several
         batches (not atomic as a whole); RV(batches) says which applied. The O(expect) guard is in the
-        first batch.
+        first batch, the O(require) guard in every batch.
     type: bool
     default: false
   wait:
@@ -125,7 +162,7 @@ notes:
   - Route 53 routing-policy (weighted, failover, latency...) and alias record sets are not managed; the module
     refuses to touch them.
   - Route 53 emulators such as moto do not enforce the exact-match DELETE that makes the Route 53
-    compare-and-swap safe under concurrency; real Route 53 does.
+    compare-and-swap and O(require) safe under concurrency; real Route 53 does.
 """
 
 EXAMPLES = r"""
@@ -147,6 +184,19 @@ EXAMPLES = r"""
         type: TXT
         values: ["region=east epoch=1"]
   register: claim
+
+- name: Point the public names at west, only while this run still holds the claim
+  cloudphoenix.stack.dns_records:
+    provider: rfc2136
+    server: 127.0.0.1
+    port: 5353
+    zone: phoenix.test
+    key_name: cloudphoenix-lab
+    key_secret: "{{ lab_tsig_secret }}"
+    records:
+      - {name: api.phoenix.test, type: A, ttl: 5, values: [127.0.20.1]}
+    require:
+      - {name: _active.phoenix.test, type: TXT, values: ["region=west epoch=2 run={{ run_id }}"]}
 
 - name: Point the service names at the west region, wait for every authoritative server
   cloudphoenix.stack.dns_records:
@@ -198,15 +248,29 @@ conflict:
   description: True when the task failed because current values differ from O(expect). Nothing was changed.
   returned: failure
   type: bool
+requirement:
+  description:
+    - V(held) when O(require) is given and held, when read and, if a change was sent, on the server with it
+      (in check mode, when read). A requirement that does not hold fails the task with RV(requirement_failed).
+  returned: success
+  type: str
+  sample: held
+requirement_failed:
+  description:
+    - True when the task failed because a record in O(require) does not hold the required values, found when
+      reading or refused by the server with the change. Nothing was changed (with O(allow_split), the batches
+      before the refused one were applied, see RV(batches)). RV(current) says what the records hold now.
+  returned: failure
+  type: bool
 current:
-  description: On a conflict, the current values of the records involved.
+  description: On a conflict or a failed requirement, the current values of the records involved.
   returned: failure
   type: list
   elements: dict
 batches:
   description:
-    - The batches sent, with C(status) V(planned) (check mode), V(applied), V(failed), V(conflict) or V(planned) for
-      batches never sent after a failure; Route 53 adds C(change_id).
+    - The batches sent, with C(status) V(planned) (check mode), V(applied), V(failed), V(conflict),
+      V(requirement_failed) or V(planned) for batches never sent after a failure; Route 53 adds C(change_id).
   returned: success and failure after planning
   type: list
   elements: dict
@@ -268,6 +332,11 @@ def main():
             values=dict(type="list", elements="str", default=[]),
             ttl=dict(type="int"),
         )),
+        require=dict(type="list", elements="dict", options=dict(
+            name=dict(type="str", required=True),
+            type=dict(type="str", required=True, choices=record_types),
+            values=dict(type="list", elements="str", required=True),
+        )),
         allow_split=dict(type="bool", default=False),
         wait=dict(type="bool", default=False),
         wait_servers=dict(type="list", elements="str"),
@@ -282,6 +351,8 @@ def main():
     try:
         desired = _dns.normalize_records(params["records"], params["zone"], params["ttl"])
         expect = _dns.normalize_expect(params["expect"], params["zone"])
+        require = _dns.normalize_require(params["require"], params["zone"])
+        _dns.check_guards(desired, expect, require)
         wait_servers = parse_servers(params["wait_servers"], params["port"])
         if params["wait_timeout"] <= 0:
             raise _dns.ValidationError("wait_timeout must be greater than 0")
@@ -294,7 +365,12 @@ def main():
         outcome = _dns.switch(
             provider, desired, expect=expect, check_mode=module.check_mode, wait=params["wait"],
             wait_servers=wait_servers, wait_timeout=params["wait_timeout"], allow_split=params["allow_split"],
-            retry_timeout=params["timeout"], log=module.debug)
+            retry_timeout=params["timeout"], log=module.debug, require=require)
+    except _dns.RequirementError as exc:
+        applied = [b for b in exc.details.get("batches", []) if b.get("status") == "applied"]
+        result.update(zone=provider.zone, changed=bool(applied), conflict=False, requirement_failed=True,
+                      **exc.details)
+        module.fail_json(msg=exc.msg, **result)
     except _dns.ConflictError as exc:
         result.update(zone=provider.zone, conflict=True, **exc.details)
         module.fail_json(msg=exc.msg, **result)

@@ -352,3 +352,144 @@ def test_own_update_encoder_is_a_valid_signed_rfc2136_message() -> None:
     with pytest.raises(dns.tsig.BadSignature):
         dns.message.from_wire(signed, keyring={key_name: dns.tsig.Key(key_name, base64.b64encode(b"x" * 32).decode(),
                                                                        "hmac-sha512")})
+
+
+# --------------------------------------------------------------------------- require: records the call does not change
+
+ACTIVE_KEY = ("_active.phoenix.test.", "TXT")
+
+
+class GuardedProvider(FakeProvider):
+    """FakeProvider that takes `require` like the real providers and checks it the way a server would."""
+
+    def apply(self, batch, expect, require=None):
+        self.sent.append((batch, expect, require))
+        for key, wanted in {**expect, **(require or {})}.items():
+            if not _dns.same(self.data.get(key), wanted, compare_ttl=False):
+                raise _dns.ConflictError("prerequisite not met (NXRRSET)")
+        for change in batch:
+            self.data[change["key"]] = change["after"]
+        return {}
+
+
+def _claim_data(value: str = "region=west epoch=2 run=a") -> dict:
+    return {ACTIVE_KEY: rec(ACTIVE_KEY[0], [f'"{value}"'], rtype="TXT"),
+            ("api.phoenix.test.", "A"): rec("api.phoenix.test.", ["127.0.10.1"])}
+
+
+def _require(value: str = "region=west epoch=2 run=a") -> dict:
+    return _dns.normalize_require([{"name": "_active.phoenix.test", "type": "TXT", "values": [value]}], ZONE)
+
+
+def test_require_is_checked_on_every_call_and_sent_with_the_change() -> None:
+    provider = GuardedProvider(_claim_data())
+    switch_west = _dns.normalize_records([rec("api.phoenix.test", ["127.0.20.1"])], ZONE, 5)
+    with pytest.raises(_dns.RequirementError, match='is "region=west epoch=2 run=a" ttl=5, required '
+                                                    '"region=west epoch=3 run=b"'):
+        _dns.switch(provider, switch_west, require=_require("region=west epoch=3 run=b"))
+    # also when nothing would change: no "already applied" for a lost premise
+    as_is = _dns.normalize_records([rec("api.phoenix.test", ["127.0.10.1"])], ZONE, 5)
+    with pytest.raises(_dns.RequirementError):
+        _dns.switch(provider, as_is, require=_require("region=west epoch=3 run=b"))
+    assert provider.sent == []
+    planned = _dns.switch(provider, switch_west, require=_require(), check_mode=True)
+    assert planned["requirement"] == "held" and planned["changed"] and provider.sent == []
+    done = _dns.switch(provider, switch_west, require=_require())
+    assert done["requirement"] == "held" and done["cas"] is None
+    [(_batch, expect, require)] = provider.sent
+    assert expect == {} and require == _require()
+    again = _dns.switch(provider, switch_west, require=_require())
+    assert not again["changed"] and again["requirement"] == "held" and len(provider.sent) == 1
+
+
+def test_a_server_refusal_is_put_on_the_record_that_moved() -> None:
+    class Raced(GuardedProvider):
+        def __init__(self, data: dict, moves: dict) -> None:
+            super().__init__(data)
+            self.moves = moves
+
+        def apply(self, batch, expect, require=None):
+            self.data.update(self.moves)  # another writer, between our read and our write
+            return super().apply(batch, expect, require)
+
+    switch_west = _dns.normalize_records([rec("api.phoenix.test", ["127.0.20.1"])], ZONE, 5)
+    taken = Raced(_claim_data(), {ACTIVE_KEY: rec(ACTIVE_KEY[0], ['"region=west epoch=3 run=b"'], rtype="TXT")})
+    with pytest.raises(_dns.RequirementError, match="required records changed after they were read") as info:
+        _dns.switch(taken, switch_west, require=_require())
+    assert info.value.details["batches"][0]["status"] == "requirement_failed"
+    assert taken.data[("api.phoenix.test.", "A")]["values"] == ["127.0.10.1"]
+    # expect and require in one change: the record that moved is an expected one -> a plain conflict
+    cas = Raced(_claim_data(), {("api.phoenix.test.", "A"): rec("api.phoenix.test.", ["127.0.30.1"])})
+    expect = _dns.normalize_expect([rec("api.phoenix.test", ["127.0.10.1"], ttl=None)], ZONE)
+    with pytest.raises(_dns.ConflictError) as conflict:
+        _dns.switch(cas, switch_west, expect=expect, require=_require())
+    assert not isinstance(conflict.value, _dns.RequirementError)
+
+
+@pytest.mark.parametrize(("records", "expect", "require", "message"), [
+    ([rec("api.phoenix.test", ["127.0.20.1"])], [], [rec("api.phoenix.test", ["127.0.10.1"])],
+     "require: api.phoenix.test. A is also in records"),
+    ([rec("api.phoenix.test", ["127.0.20.1"])], [rec("_active.phoenix.test", ["x"], "TXT")], [],
+     "expect: _active.phoenix.test. TXT is not in records"),
+])
+def test_guards_are_not_mixed_up(records: list, expect: list, require: list, message: str) -> None:
+    provider = GuardedProvider(_claim_data())
+    with pytest.raises(_dns.ValidationError, match=message):
+        _dns.switch(provider, _dns.normalize_records(records, ZONE, 5), expect=_dns.normalize_expect(expect, ZONE),
+                    require=_dns.normalize_require(require, ZONE))
+    assert provider.sent == []
+
+
+def test_require_needs_values_and_compares_them_as_an_exact_set() -> None:
+    with pytest.raises(_dns.ValidationError, match=r"require\[0\]: values must list at least one value"):
+        _dns.normalize_require([{"name": "_active.phoenix.test", "type": "TXT", "values": []}], ZONE)
+    wanted = _dns.normalize_require([{"name": "x.phoenix.test", "type": "A", "values": ["10.0.0.2", "10.0.0.1"]}],
+                                    ZONE)[("x.phoenix.test.", "A")]
+    assert wanted["ttl"] is None and wanted["values"] == ["10.0.0.1", "10.0.0.2"]
+    assert _dns.same(rec("x.phoenix.test.", ["10.0.0.1", "10.0.0.2"], ttl=60), wanted)
+    assert not _dns.same(rec("x.phoenix.test.", ["10.0.0.1", "10.0.0.2", "10.0.0.3"]), wanted)
+    assert not _dns.same(None, wanted)
+
+
+def test_rfc2136_require_becomes_rrset_exists_prerequisites_in_the_same_update() -> None:
+    import dns.message
+    import dns.rdataset
+    import dns.update
+    from ansible_collections.cloudphoenix.stack.plugins.module_utils import _dns_rfc2136 as rfc
+
+    changes = [{"key": ("api.phoenix.test.", "A"), "before": None, "after": rec("api.phoenix.test.", ["127.0.20.1"])}]
+    require = {ACTIVE_KEY: rec(ACTIVE_KEY[0], ['"region=west epoch=2 run=a"'], "TXT", ttl=None),
+               ("db.phoenix.test.", "A"): rec("db.phoenix.test.", ["10.0.0.1", "10.0.0.2"], ttl=None)}
+    expect = {("api.phoenix.test.", "A"): rec("api.phoenix.test.", ["127.0.10.1"], ttl=None)}
+    parsed = dns.message.from_wire(rfc.encode_update("phoenix.test.", changes, expect, 7, require=require))
+    reference = dns.update.UpdateMessage("phoenix.test.", id=7)
+    reference.present("api.phoenix.test.", dns.rdataset.from_text("IN", "A", 0, "127.0.10.1"))
+    reference.present("_active.phoenix.test.", dns.rdataset.from_text("IN", "TXT", 0, '"region=west epoch=2 run=a"'))
+    reference.present("db.phoenix.test.", dns.rdataset.from_text("IN", "A", 0, "10.0.0.1", "10.0.0.2"))
+    reference.replace("api.phoenix.test.", 5, "A", "127.0.20.1")
+    reference = dns.message.from_wire(reference.to_wire())
+    assert parsed.prerequisite == reference.prerequisite
+    assert parsed.update == reference.update
+    # without require the message is what it was
+    assert rfc.encode_update("phoenix.test.", changes, expect, 7) == rfc.encode_update(
+        "phoenix.test.", changes, expect, 7, require={})
+
+
+def test_route53_require_heads_every_batch_and_counts_against_the_limits() -> None:
+    provider, _batches = _route53_plan(1, existing=False)  # a provider with a plan method and _raw
+    provider._raw[ACTIVE_KEY] = {"Name": "_active.phoenix.test.", "Type": "TXT", "TTL": 5,
+                                 "ResourceRecords": [{"Value": '"region=west epoch=2 run=a"'}]}
+    require = _require()
+    changes = [{"key": (f"h{i}.phoenix.test.", "A"), "before": None, "after": rec(f"h{i}.phoenix.test.", ["10.0.0.1"])}
+               for i in range(1000)]
+    # 1000 CREATEs fit one batch alone; with the guard (2 elements) they do not
+    with pytest.raises(_dns.ValidationError, match="1002 ResourceRecord elements of 1000"):
+        provider.plan_batches(changes, {}, False, require=require)
+    batches = provider.plan_batches(changes, {}, True, require=require)
+    assert [len(b) for b in batches] == [998, 2]
+    guard = [("DELETE", "_active.phoenix.test", [{"Value": '"region=west epoch=2 run=a"'}], 5),
+             ("CREATE", "_active.phoenix.test", [{"Value": '"region=west epoch=2 run=a"'}], 5)]
+    for actions in provider._batches:
+        assert [(a["Action"], a["ResourceRecordSet"]["Name"], a["ResourceRecordSet"]["ResourceRecords"],
+                 a["ResourceRecordSet"]["TTL"]) for a in actions[:2]] == guard
+        assert all(a["Action"] == "CREATE" and a["ResourceRecordSet"]["Name"].startswith("h") for a in actions[2:])
