@@ -337,16 +337,6 @@ def test_interruption_after_promote_then_rerun_completes(from_east) -> None:
     assert latest_report()["outcome"] == "completed"
 
 
-def test_no_secret_in_any_output_or_report(lab) -> None:
-    secrets = [(LAB_DIR / "secrets" / name).read_text().strip() for name in SECRET_FILES]
-    assert all(len(secret) >= 16 for secret in secrets)
-    texts = OUTPUTS + [path.read_text() for path in REPORTS.glob("*.json")]
-    assert len(texts) > 10
-    for text in texts:
-        for secret in secrets:
-            assert secret not in text
-
-
 def post_order(address: str, customer: str, key: str) -> int:
     """POST one order straight to a region's service_a (no DNS); the HTTP status, 0 when nothing answered."""
     import requests
@@ -415,3 +405,39 @@ def test_controller_cut_off_the_old_region_no_acknowledged_write_outside_the_new
     back = playbook("failback")
     assert back.rc == 0, back.stdout[-4000:]
     on("east")
+
+
+def test_a_run_failing_after_its_claim_reports_where_it_stopped_and_the_resume_command_completes_it(from_east):
+    """A failure after the claim (the promotion cannot stamp a database that does not exist: it refuses before
+    promoting) still writes and prints the report: outcome failed, the phase, who holds the claim, how to
+    resume. The printed command, run as it is (without the bad variable), completes the failover."""
+    failed = playbook("failover", failover_fence_databases=["no_such_database"])
+    assert failed.rc != 0
+    assert "outcome: failed" in failed.stdout and "failed in promote:" in failed.stdout, failed.stdout[-4000:]
+    held = active()
+    assert held.startswith("region=west ") and f"fencing record held by: {held}" in failed.stdout
+    assert "to resume: ansible-playbook cloudphoenix.stack.failover -i " in failed.stdout
+    report = latest_report()
+    assert report["outcome"] == "failed" and report["failed_phase"] == "promote"
+    assert report["claim_held_by"] == held and report["rto_seconds"] is None
+    assert [row["status"] for row in report["phases"]][-1] == "failed"
+    assert role("west") == "standby"  # refused before promoting
+    assert all(ask(name) == [ADDRESS["east"]] for name in PUBLIC)  # DNS not switched
+    resumed = playbook("failover")
+    assert resumed.rc == 0, resumed.stdout[-4000:]
+    assert "interrupted run" in resumed.stdout
+    on("west")
+    assert latest_report()["outcome"] == "completed"
+    back = playbook("failback")
+    assert back.rc == 0, back.stdout[-4000:]
+    on("east")
+
+
+def test_no_secret_in_any_output_or_report(lab) -> None:
+    secrets = [(LAB_DIR / "secrets" / name).read_text().strip() for name in SECRET_FILES]
+    assert all(len(secret) >= 16 for secret in secrets)
+    texts = OUTPUTS + [path.read_text() for path in REPORTS.glob("*.json")]
+    assert len(texts) > 10
+    for text in texts:
+        for secret in secrets:
+            assert secret not in text
