@@ -18,9 +18,11 @@ import hashlib
 import hmac
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -332,6 +334,8 @@ class Node:
             "checkpoint_lsn": values.get("Latest checkpoint location"),
             "wal_log_hints": values.get("wal_log_hints setting") == "on",
             "data_checksums": values.get("Data page checksum version", "0") not in ("0", ""),
+            "wal_segment_size": int(values.get("Bytes per WAL segment", "16777216") or 16777216),
+            "wal_block_size": int(values.get("WAL block size", "8192") or 8192),
         }
 
     def tail_log(self, lines: int = 8) -> str:
@@ -474,6 +478,24 @@ class Upstream:
         finally:
             conn.close()
 
+    def timeline_history(self, timeline: int) -> list[tuple[int, int]]:
+        """The upstream's history of `timeline` (TIMELINE_HISTORY): [(ancestor timeline, switchpoint)]."""
+        if timeline <= 1:
+            return []
+        conn = self.replication_connection()
+        try:
+            cur = conn.cursor()
+            cur.execute("TIMELINE_HISTORY %d" % int(timeline))
+            content = cur.fetchone()[1]
+        except psycopg2.Error as exc:
+            raise PgError("cannot read the history of timeline %s from %s: %s"
+                          % (timeline, self.what(), str(exc).strip())) from None
+        finally:
+            conn.close()
+        if isinstance(content, (bytes, memoryview)):
+            content = bytes(content).decode("utf-8", "replace")
+        return parse_timeline_history(content)
+
     def rewind_source_state(self, user: str, password: str | None, checkpoint: bool = False) -> dict:
         """Recovery state and control-file timeline of a rewind source, over a normal connection.
 
@@ -497,6 +519,122 @@ class Upstream:
                     "checkpointed": checkpointed}
         finally:
             conn.close()
+
+
+def parse_timeline_history(text: str) -> list[tuple[int, int]]:
+    """A timeline history file (`<parent TLI> <switchpoint LSN> <reason>` lines) as [(tli, switchpoint)]."""
+    entries = []
+    for line in (text or "").splitlines():
+        fields = line.split("#", 1)[0].split()
+        if len(fields) >= 2 and fields[0].isdigit() and "/" in fields[1]:
+            entries.append((int(fields[0]), lsn_to_int(fields[1])))
+    return entries
+
+
+def fork_point(target_tli: int, target_history: list, source_tli: int, source_history: list):
+    """Where two timelines' histories part (as pg_rewind finds it): (timeline, LSN), or None on one timeline.
+
+    Each history lists (ancestor tli, switchpoint) oldest first; the timeline itself runs to the end.
+    """
+    target = [*target_history, (target_tli, None)]
+    source = [*source_history, (source_tli, None)]
+    common = None
+    for index in range(min(len(target), len(source))):
+        if target[index][0] != source[index][0]:
+            break
+        common = (target[index][0], target[index][1], source[index][1])
+    if common is None:
+        return None
+    tli, t_end, s_end = common
+    ends = [end for end in (t_end, s_end) if end is not None]
+    return (tli, min(ends)) if ends else None
+
+
+def wal_record_end(lsn: int, total: int, segment_size: int = 16 * 1024 * 1024, block_size: int = 8192) -> int:
+    """End of a WAL record of `total` bytes starting at `lsn`, counting the page headers it spans (MAXALIGNed)."""
+    position, left = lsn, total
+    while left > 0:
+        if position % block_size == 0:
+            position += 40 if position % segment_size == 0 else 24  # long / short page header
+        chunk = min(left, block_size - position % block_size)
+        position += chunk
+        left -= chunk
+    return (position + 7) & ~7
+
+
+WALDUMP_RECORD = re.compile(r"^rmgr: (?P<rmgr>\S+)\s+len \(rec/tot\):\s*\d+/\s*(?P<tot>\d+), tx:\s*(?P<xid>\d+), "
+                            r"lsn: (?P<lsn>[0-9A-Fa-f]+/[0-9A-Fa-f]+), prev [0-9A-Fa-f/]+, desc: (?P<desc>.*)$")
+WALDUMP_COMMIT = re.compile(r"^COMMIT(?:_PREPARED)? (?:\d+: )?(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)? \S+)")
+
+
+def scan_wal(node: Node, start_lsn: int, timeline: int, timeout: float = 600) -> dict:
+    """Every WAL record of `node` (its pg_wal, stopped or not) from start_lsn on `timeline`, with pg_waldump.
+
+    Returns records, bytes (start to the end of the last valid record), committed transactions
+    (Transaction COMMIT / COMMIT_PREPARED records), the last commit's timestamp, the first and end LSN,
+    records per resource manager and why the scan stopped (pg_waldump's end-of-WAL error).
+    Raises PgError when pg_waldump cannot read from start_lsn at all.
+    """
+    control = node.controldata()
+    argv = [node.binary("pg_waldump"), "-p", os.path.join(node.data_dir, "pg_wal"), "-t", str(int(timeline)),
+            "-s", int_to_lsn(start_lsn)]
+    if os.geteuid() == 0 and node.os_user != "root":
+        argv = [shutil.which("runuser") or "/usr/sbin/runuser", "-u", node.os_user, "--", *argv]
+    env = dict(os.environ, LC_ALL="C", TZ="UTC")  # commit times in UTC
+    env.pop("PGPASSWORD", None)
+    result = {"records": 0, "transactions": 0, "last_commit": None, "first_lsn": None,
+              "end_lsn": int_to_lsn(start_lsn), "bytes": 0, "rmgr_records": {}}
+    end = start_lsn
+    timed_out = threading.Event()
+    with tempfile.TemporaryFile(mode="w+") as errors:
+        try:
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errors, text=True, env=env)
+        except OSError as exc:
+            raise PgError("cannot run pg_waldump: %s" % exc) from None
+
+        def kill():
+            timed_out.set()
+            proc.kill()
+
+        timer = threading.Timer(timeout, kill)
+        timer.start()
+        try:
+            for line in proc.stdout:
+                match = WALDUMP_RECORD.match(line.strip())
+                if not match:
+                    continue
+                lsn = lsn_to_int(match["lsn"])
+                result["records"] += 1
+                result["first_lsn"] = result["first_lsn"] or int_to_lsn(lsn)
+                rmgr = match["rmgr"]
+                result["rmgr_records"][rmgr] = result["rmgr_records"].get(rmgr, 0) + 1
+                end = max(end, wal_record_end(lsn, int(match["tot"]), control["wal_segment_size"],
+                                              control["wal_block_size"]))
+                if rmgr == "Transaction":
+                    commit = WALDUMP_COMMIT.match(match["desc"])
+                    if commit:
+                        result["transactions"] += 1
+                        result["last_commit"] = commit["ts"]
+            rc = proc.wait()
+        finally:
+            timer.cancel()
+            proc.stdout.close()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        errors.seek(0)
+        stderr = errors.read().strip()
+    if timed_out.is_set():
+        raise PgError("pg_waldump did not finish reading %s within %ss"
+                      % (os.path.join(node.data_dir, "pg_wal"), timeout))
+    last_error = stderr.splitlines()[-1] if stderr else ""
+    if rc != 0 and result["records"] == 0 and "could not find a valid record after" not in stderr:
+        raise PgError("pg_waldump cannot read %s from %s on timeline %s: %s"
+                      % (os.path.join(node.data_dir, "pg_wal"), int_to_lsn(start_lsn), timeline, last_error or rc))
+    result["end_lsn"] = int_to_lsn(end)
+    result["bytes"] = end - start_lsn
+    result["end_reason"] = last_error.replace("pg_waldump: error: ", "") or "end of WAL"
+    return result
 
 
 def quote_ident(name: str) -> str:

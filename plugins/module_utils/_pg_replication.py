@@ -17,6 +17,7 @@ import contextlib
 import ipaddress
 import os
 import re
+import shutil
 import signal
 import time
 
@@ -30,14 +31,18 @@ from ansible_collections.cloudphoenix.stack.plugins.module_utils._pg import (
     ensure_dir_as,
     fetch_all,
     fetch_one,
+    fork_point,
+    int_to_lsn,
     lsn_diff,
     lsn_to_int,
     node_status,
     parse_conninfo,
+    parse_timeline_history,
     passfile_line,
     passfile_needs_update,
     quote_ident,
     run_as,
+    scan_wal,
     scram_matches,
     scram_verifier,
     wait_for,
@@ -47,6 +52,7 @@ from ansible_collections.cloudphoenix.stack.plugins.module_utils._pg import (
 SLOT_NAME = re.compile(r"^[a-z0-9_]{1,63}$")
 HBA_KEYWORDS = ("all", "samehost", "samenet")
 DEFAULT_MAX_LAG_BYTES = 1024 * 1024  # Patroni's maximum_lag_on_failover default
+DISCARD_WARNING = "allow_data_loss: rewinding"
 
 
 class Outcome:
@@ -334,6 +340,7 @@ def ensure_standby(node: Node, opts: dict, check_mode: bool) -> dict:
 
     plan = None
     control = None
+    keep_copy = None
     running = False
     current = {}
     if layout in ("missing", "empty"):
@@ -381,6 +388,9 @@ def ensure_standby(node: Node, opts: dict, check_mode: bool) -> dict:
         # to a standby (and a later promotion of that one forks again).
         if upstream.rewind_source_state(opts["rewind_user"], opts.get("rewind_password"))["in_recovery"]:
             raise PgError("rewind source %s is in recovery: refusing to rewind onto a standby" % upstream.what())
+        divergence = _measure_divergence(node, upstream, control, source)
+        out.extra["divergence"] = divergence
+        keep_copy = _decide_divergence(node, upstream, divergence, opts, out)
 
     clock.lap("checks")
     # -- act (or plan, in check mode)
@@ -396,10 +406,26 @@ def ensure_standby(node: Node, opts: dict, check_mode: bool) -> dict:
         if not check_mode:
             _clone(node, upstream, passfile, desired_slot, layout, timeout)
     elif plan == "rewind":
+        if keep_copy:
+            out.act("copy %s to %s (cp -a, as %s) before the rewind" % (node.data_dir, keep_copy, node.os_user))
         out.act("stop and pg_rewind %s onto %s" % (node.data_dir, upstream.what()))
         if not check_mode:
             _stop_for_change(node, timeout)
             clock.lap("stop")
+            if running:
+                # It took writes until it stopped: measure again what the rewind would discard.
+                divergence = _measure_divergence(node, upstream, control, source)
+                out.extra["divergence"] = divergence
+                out.warnings = [text for text in out.warnings if not text.startswith(DISCARD_WARNING)]
+                measured_keep = _decide_divergence(node, upstream, divergence, opts, out, stopped=True,
+                                                   path=keep_copy)
+                if measured_keep and not keep_copy:
+                    out.act("copy %s to %s (cp -a, as %s) before the rewind"
+                            % (node.data_dir, measured_keep, node.os_user))
+                keep_copy = measured_keep
+            if keep_copy:
+                _keep_copy(node, keep_copy, timeout)
+                clock.lap("keep_copy")
             upstream.rewind_source_state(opts["rewind_user"], opts.get("rewind_password"), checkpoint=True)
             clock.lap("source_checkpoint")
             out.extra["rewind"] = _rewind(node, upstream, opts, passfile, out.extra)
@@ -435,6 +461,111 @@ def ensure_standby(node: Node, opts: dict, check_mode: bool) -> dict:
         out.extra["timeline"] = status["timeline"]
     out.extra["plan"] = plan or "none"
     return out.as_dict()
+
+
+def _read_local_history(node: Node, timeline: int) -> list:
+    if timeline <= 1:
+        return []
+    path = os.path.join(node.data_dir, "pg_wal", "%08X.history" % timeline)
+    try:
+        with open(path) as stream:
+            return parse_timeline_history(stream.read())
+    except OSError as exc:
+        raise PgError("cannot read %s (the history of timeline %s): %s" % (path, timeline, exc)) from None
+
+
+def _measure_divergence(node: Node, upstream: Upstream, control: dict, source: dict) -> dict:
+    """What an old primary wrote after the new primary's timeline branched off: what a rewind discards.
+
+    The fork point comes from both timeline histories (the source's over TIMELINE_HISTORY, the node's
+    from its pg_wal), the records after it from pg_waldump on the node's own WAL. `error` is set (and
+    the counts are None) when it cannot be measured: the caller treats that as diverged.
+    """
+    facts = {"timeline": control["timeline"], "source_timeline": source["timeline"], "fork_timeline": None,
+             "fork_lsn": None, "end_lsn": None, "bytes": None, "records": None, "transactions": None,
+             "last_commit": None, "rmgr_records": {}, "kept_copy": None, "discarded": False}
+    try:
+        fork = fork_point(control["timeline"], _read_local_history(node, control["timeline"]),
+                          source["timeline"], upstream.timeline_history(source["timeline"]))
+        if fork is None:
+            facts.update(bytes=0, records=0, transactions=0, end_reason="same timeline as the source: no fork")
+            return facts
+        facts["fork_timeline"], facts["fork_lsn"] = fork[0], int_to_lsn(fork[1])
+        scan = scan_wal(node, fork[1], control["timeline"])
+    except PgError as exc:
+        facts["error"] = str(exc)
+        return facts
+    facts.update(scan)
+    return facts
+
+
+def _divergence_text(divergence: dict, upstream: Upstream) -> str:
+    return ("%d committed transaction(s), %d bytes of WAL (%d records, up to %s) after the fork point %s where "
+            "%s branched off to timeline %s; the last commit at %s"
+            % (divergence["transactions"], divergence["bytes"], divergence["records"], divergence["end_lsn"],
+               divergence["fork_lsn"], upstream.what(), divergence["source_timeline"], divergence["last_commit"]))
+
+
+def _copy_path(node: Node) -> str:
+    base = "%s.diverged-%s" % (node.data_dir.rstrip("/"), time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+    path, number = base, 1
+    while os.path.exists(path):
+        number += 1
+        path = "%s-%d" % (base, number)
+    return path
+
+
+def _tree_bytes(path: str) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                continue
+    return total
+
+
+def _decide_divergence(node: Node, upstream: Upstream, divergence: dict, opts: dict, out: Outcome,
+                       stopped: bool = False, path: str | None = None) -> str | None:
+    """Refuse a rewind that discards commits unless allow_data_loss; then the path of the copy to keep."""
+    allowed = bool(opts.get("allow_data_loss"))
+    options = ("options: recover those transactions first (start %s alone, not as a standby, and copy the rows "
+               "to the new primary), then run again; or set allow_data_loss: true (failback.yml, rejoining the "
+               "primary region: -e failback_allow_data_loss=true) to keep a copy of the data directory in "
+               "%s.diverged-<UTC stamp> and rewind; or re-clone it (empty data_dir)"
+               % (node.data_dir, node.data_dir.rstrip("/")))
+    was = (" (committed while this run measured and stopped it: it is stopped now, not rewound)"
+           if stopped else "")
+    if divergence.get("error"):
+        if not allowed:
+            raise PgError("refusing to rewind %s: cannot measure what it wrote after %s branched off (%s), so a "
+                          "rewind may discard committed transactions%s; %s"
+                          % (node.what(), upstream.what(), divergence["error"], was, options))
+    elif divergence["transactions"] == 0:
+        return None
+    elif not allowed:
+        raise PgError("refusing to rewind %s: it has %s%s; pg_rewind would discard them; %s"
+                      % (node.what(), _divergence_text(divergence, upstream), was, options))
+    path = path or _copy_path(node)
+    parent = os.path.dirname(path)
+    needed, free = _tree_bytes(node.data_dir), shutil.disk_usage(parent).free
+    if needed * 1.05 > free:
+        raise PgError("allow_data_loss: the copy of %s (%d bytes) kept before the rewind does not fit in %s "
+                      "(%d bytes free): free space there or re-clone" % (node.data_dir, needed, parent, free))
+    divergence.update(kept_copy=path, discarded=True)
+    what = (_divergence_text(divergence, upstream) if not divergence.get("error")
+            else "an unmeasured divergence (%s)" % divergence["error"])
+    out.warnings.append("%s %s discards %s; the data directory before the rewind is kept in %s"
+                        % (DISCARD_WARNING, node.what(), what, path))
+    return path
+
+
+def _keep_copy(node: Node, path: str, timeout: int) -> None:
+    rc, out, err = run_as(node.os_user, ["cp", "-a", node.data_dir.rstrip("/"), path], timeout=max(timeout, 3600))
+    if rc != 0:
+        raise PgError("could not keep a copy of %s in %s before the rewind (nothing rewound; the node is stopped): "
+                      "%s" % (node.data_dir, path, (err or out).strip()))
 
 
 def _clone(node: Node, upstream: Upstream, passfile: str, slot: str, layout: str, timeout: int) -> None:

@@ -137,6 +137,12 @@ options:
   allow_data_loss:
     description:
       - V(promoted) - promote even when the lag is above O(max_lag_bytes).
+      - V(standby) - rewind an old primary even when it committed transactions after the new primary's
+        timeline branched off (the fork point), which the rewind discards. Before rewinding, the module
+        keeps a copy of the stopped data directory in C(<data_dir>.diverged-<UTC stamp>) (C(cp -a) as
+        O(os_user)) and reports it in RV(divergence) and a warning. Without it such a rewind is refused
+        and nothing changes. WAL after the fork with no commit (checkpoints, a shutdown record) is not
+        data loss and needs no O(allow_data_loss).
     type: bool
     default: false
   primary_lsn:
@@ -250,13 +256,31 @@ rewind:
   description: V(standby) - V(done) or V(not_required) (C(pg_rewind) found no divergence).
   returned: when pg_rewind ran
   type: str
+divergence:
+  description:
+    - V(standby) - what the old primary wrote after the fork point, measured before the rewind with
+      C(pg_waldump) on its own C(pg_wal) from the fork point (found from the timeline histories, the new
+      primary's read with C(TIMELINE_HISTORY)).
+    - C(bytes) of WAL and C(records) after C(fork_lsn) up to C(end_lsn); C(transactions) - committed
+      transactions (C(Transaction) C(COMMIT) records) among them; C(last_commit) - when the last one
+      committed; C(rmgr_records) - records per resource manager; C(end_reason) - why the scan stopped.
+    - C(kept_copy) - the copy of the data directory kept before the rewind (null when none was needed);
+      C(discarded) - whether the rewind discards committed transactions. C(error) - why it could not be
+      measured (then the counts are null and the rewind needs O(allow_data_loss)).
+  returned: when the node is an old primary to rewind
+  type: dict
+  sample: {"fork_lsn": "0/3000148", "end_lsn": "0/30002E0", "bytes": 408, "records": 4, "transactions": 1,
+           "last_commit": "2026-12-05 02:30:11.120534 UTC", "kept_copy": "/pg/data.diverged-20261205T023015Z",
+           "discarded": true, "timeline": 1, "source_timeline": 2, "fork_timeline": 1,
+           "rmgr_records": {"Heap": 1, "Transaction": 1, "XLOG": 2}, "end_reason": "end of WAL"}
 rewind_copied_kb:
   description: V(standby) - kilobytes C(pg_rewind) copied from the source.
   returned: when pg_rewind rewound the node
   type: int
 timings:
   description:
-    - V(standby) - seconds per phase (checks, stop, source_checkpoint, pg_rewind, configure, start, streaming).
+    - V(standby) - seconds per phase (checks, stop, keep_copy, source_checkpoint, pg_rewind, configure, start,
+      streaming).
   returned: state is standby
   type: dict
   sample: {"checks": 0.05, "pg_rewind": 0.6, "start": 0.3, "streaming": 0.1}

@@ -10,6 +10,7 @@ import os
 import pwd
 import signal
 import threading
+from pathlib import Path
 
 import psycopg2
 import psycopg2.extras
@@ -19,6 +20,7 @@ from tests.support.net import free_port
 from tests.support.pg import wait_until
 
 from .conftest import REPL_PASSWORD, SUPER_PASSWORD, node_args, standby_args
+from .test_divergence import diverged_copies, history_fork_lsn, query_copy, tree_digest
 
 
 def server_logs(*clusters) -> list[str]:
@@ -186,15 +188,34 @@ def test_fence_promote_and_rewind_after_real_divergence(pg_factory, east, run):
     west.execute("INSERT INTO t VALUES ('west-after-split')")
     east.kill()
 
+    # East committed one transaction after the fork: a rewind would discard it. Refused, nothing changed.
     rejoin = standby_args(east, west, slot="east")
+    digest = tree_digest(east.data_dir)
+    refused = run("pg_replication", rejoin)
+    assert refused.failed and not refused.changed
+    assert "refusing to rewind" in refused["msg"] and "1 committed transaction(s)" in refused["msg"]
+    assert f"fork point {history_fork_lsn(west)}" in refused["msg"]
+    assert tree_digest(east.data_dir) == digest and not east.is_running() and diverged_copies(east) == []
+    assert not (east.data_dir / "standby.signal").exists()
+
+    rejoin = {**rejoin, "allow_data_loss": True}
     rejoin_check = run("pg_replication", rejoin, check=True, diff=True)
     assert rejoin_check.changed and rejoin_check["plan"] == "rewind"
     assert rejoin_check["diff"]["before"]["role"] == "primary" and rejoin_check["diff"]["after"]["role"] == "standby"
+    assert rejoin_check["divergence"]["transactions"] == 1
     assert not east.is_running() and not (east.data_dir / "standby.signal").exists()
+    assert tree_digest(east.data_dir) == digest and diverged_copies(east) == []
 
     rejoined = run("pg_replication", rejoin, diff=True)
     assert not rejoined.failed, rejoined.get("msg")
     assert rejoined["plan"] == "rewind" and rejoined["rewind"] == "done"
+    divergence = rejoined["divergence"]
+    assert divergence["transactions"] == 1 and divergence["discarded"] is True
+    assert diverged_copies(east) == [Path(divergence["kept_copy"])]
+    assert any(divergence["kept_copy"] in str(warning) for warning in rejoined["warnings"])
+    # the kept copy really holds what the rewind discarded: start it as a throwaway cluster
+    assert query_copy(Path(divergence["kept_copy"]), "SELECT x FROM t ORDER BY x") == [
+        ("before-split",), ("east-after-split",)]
     assert rejoined["role"] == "standby" and rejoined["timeline"] == 2 and rejoined["info"]["streaming"]
     conninfo = east.query("SHOW primary_conninfo")[0][0]
     assert f"port={west.port}" in conninfo and "user=replicator" in conninfo  # not the rewind source's
