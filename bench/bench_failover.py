@@ -51,7 +51,8 @@ def run() -> None:
             rerun_s, rerun = _timed("failover", cloudphoenix_pg_replication_mode=mode)
             figures["rerun_seconds"] = round(rerun_s, 2) if rerun.rc == 0 and rerun.total("changed") == 0 else None
             rows.append((fault if fault != "none" else "switchover", mode, figures))
-            _play("failback", cloudphoenix_pg_replication_mode=mode)  # re-arms sync mode itself
+            # re-arms sync mode itself; a drill may lose async writes on purpose: failback keeps them in a copy
+            _play("failback", cloudphoenix_pg_replication_mode=mode, failback_allow_data_loss=True)
     _play("lab_down")
     header = f"{'drill':<11} {'mode':<5} {'RTO s':>6} {'outage s':>9} {'max gap s':>9} {'acked':>6} {'lost':>5} " \
              f"{'at risk B':>9} {'rerun s':>8}"
