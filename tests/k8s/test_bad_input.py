@@ -92,6 +92,15 @@ CASES = {
     "grace-shorter-than-drain": ({"k8s_workloads_termination_grace_period_seconds": 10},
                                  "termination_grace_period_seconds (10) is shorter than prestop_sleep_seconds (5) + "
                                  "graceful_timeout (20)"),
+    # the write lease (on by default): its DNS server is required, and what the services accept
+    "fencing-without-dns-server": ({"k8s_workloads_fencing_dns_server": ""},
+                                   "k8s_workloads_fencing_dns_server is empty: with k8s_workloads_fencing_enabled"),
+    "fencing-dns-server-not-an-ip": ({"k8s_workloads_fencing_dns_server": "ns-1.awsdns-01.com"},
+                                     'k8s_workloads_fencing_dns_server "ns-1.awsdns-01.com" is not an IP address'),
+    "fencing-port-out-of-range": ({"k8s_workloads_fencing_dns_port": 65536},
+                                  "k8s_workloads_fencing_dns_port 65536 is not between 1 and 65535"),
+    "fencing-lease-zero": ({"k8s_workloads_fencing_lease_seconds": 0},
+                           "k8s_workloads_fencing_lease_seconds 0 must be greater than 0"),
 }
 
 
