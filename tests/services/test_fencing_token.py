@@ -331,10 +331,12 @@ def test_fencing_enabled_pins_the_epoch_at_connect(primary, bind_server, make_ap
     stamp(primary.east, 7, "east")
     set_active(bind_server, "region=east epoch=7")
     app = make_app(primary.fenced_env(bind_server, "east"))
-    setting = app.state.db.run(
-        lambda conn: _one(conn, "SELECT current_setting('cloudphoenix.lease_epoch', true)"), autocommit=True
-    )
-    assert setting == "7"
+    read_setting = "SELECT current_setting('cloudphoenix.lease_epoch', true)"
+    # Before the fence's first answer a connection carries no epoch (reads are not fenced; a write asks the
+    # fence first and then replaces such a connection, since its pinned epoch no longer matches).
+    assert app.state.db.run(lambda conn: _one(conn, read_setting), autocommit=True) is None
+    app.state.fence.refresh()
+    assert app.state.db.run(lambda conn: _one(conn, read_setting), autocommit=True) == "7"
 
 
 def _one(conn, sql: str):

@@ -18,5 +18,5 @@ FENCED_TABLES = ("orders",)
 def create_app(settings: Settings | None = None) -> Flask:
     app = create_service_app(SPEC, settings)
     state = app.extensions[EXTENSION]
-    state.db.follow_lease(lambda: state.fence.describe()["epoch"])  # the token: no-op unless fencing is on
+    state.db.follow_lease(lambda: state.fence.state.epoch)  # the token; read only, no DNS refresh
     return app
