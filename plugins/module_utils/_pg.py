@@ -85,14 +85,25 @@ def lsn_diff(newer: str | None, older: str | None) -> int | None:
 
 # ---------------------------------------------------------------- processes
 
-def run_as(os_user: str, argv: list[str], timeout: float = 120, env: dict | None = None):
-    """Run argv as os_user (via runuser when root); returns (rc, stdout, stderr)."""
+def as_user(os_user: str, argv: list[str]) -> list[str]:
+    """argv run as os_user: prefixed with runuser when we are root."""
     if os.geteuid() == 0 and os_user != "root":
-        runuser = shutil.which("runuser") or "/usr/sbin/runuser"
-        argv = [runuser, "-u", os_user, "--", *argv]
+        return [shutil.which("runuser") or "/usr/sbin/runuser", "-u", os_user, "--", *argv]
+    return argv
+
+
+def child_env(env: dict | None = None) -> dict:
+    """The environment for a child process: ours plus env, never a caller's PGPASSWORD."""
     run_env = dict(os.environ)
     run_env.pop("PGPASSWORD", None)  # never let a caller's password leak into child processes
     run_env.update(env or {})
+    return run_env
+
+
+def run_as(os_user: str, argv: list[str], timeout: float = 120, env: dict | None = None):
+    """Run argv as os_user (via runuser when root); returns (rc, stdout, stderr)."""
+    argv = as_user(os_user, argv)
+    run_env = child_env(env)
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=run_env, check=False)
     except subprocess.TimeoutExpired:
@@ -578,10 +589,8 @@ def scan_wal(node: Node, start_lsn: int, timeline: int, timeout: float = 600) ->
     control = node.controldata()
     argv = [node.binary("pg_waldump"), "-p", os.path.join(node.data_dir, "pg_wal"), "-t", str(int(timeline)),
             "-s", int_to_lsn(start_lsn)]
-    if os.geteuid() == 0 and node.os_user != "root":
-        argv = [shutil.which("runuser") or "/usr/sbin/runuser", "-u", node.os_user, "--", *argv]
-    env = dict(os.environ, LC_ALL="C", TZ="UTC")  # commit times in UTC
-    env.pop("PGPASSWORD", None)
+    argv = as_user(node.os_user, argv)
+    env = child_env({"LC_ALL": "C", "TZ": "UTC"})  # commit times in UTC
     result = {"records": 0, "transactions": 0, "last_commit": None, "first_lsn": None,
               "end_lsn": int_to_lsn(start_lsn), "bytes": 0, "rmgr_records": {}}
     end = start_lsn

@@ -4,25 +4,14 @@ from __future__ import annotations
 
 import time
 
-import dns.query
-import dns.tsigkeyring
-import dns.update
 from cloudphoenix_services import service_a
 from cloudphoenix_services.core import load_settings
 
 from tests.services.conftest import APP_USER, create_app_database
+from tests.support.bind import set_active
 from tests.support.pg import clone_standby, make_primary_with_replicator, wait_until
 
 ORDER = {"customer_id": "cust-f", "currency": "EUR", "items": [{"sku": "A-1", "quantity": 1, "unit_price_cents": 100}]}
-
-
-def set_active(bind_server, text: str) -> None:
-    """What the failover runbook does: a TSIG-signed update of the fencing record."""
-    keyring = dns.tsigkeyring.from_text({bind_server.key_name: bind_server.secret})
-    update = dns.update.UpdateMessage(bind_server.zone, keyring=keyring, keyalgorithm=dns.tsig.HMAC_SHA256)
-    update.replace("_active", 5, "TXT", f'"{text}"')
-    response = dns.query.tcp(update, bind_server.host, port=bind_server.port, timeout=5)
-    assert response.rcode() == 0
 
 
 def test_writes_refused_when_not_active_accepted_again_when_active_reads_always(bind_server, make_settings, clean_db):

@@ -6,26 +6,14 @@ worker already saw: it must neither renew nor revoke. A malformed record never r
 
 from __future__ import annotations
 
-import dns.query
-import dns.tsig
-import dns.tsigkeyring
-import dns.update
 import pytest
 from cloudphoenix_services import service_a
 from cloudphoenix_services.core.fencing import Fence
 
+from tests.support.bind import set_active
 from tests.support.pg import wait_until
 
 ORDER = {"customer_id": "cust-e", "currency": "EUR", "items": [{"sku": "A-1", "quantity": 1, "unit_price_cents": 100}]}
-
-
-def set_active(bind_server, *texts: str) -> None:
-    """A TSIG-signed update of the fencing record (several texts: several TXT records)."""
-    keyring = dns.tsigkeyring.from_text({bind_server.key_name: bind_server.secret})
-    update = dns.update.UpdateMessage(bind_server.zone, keyring=keyring, keyalgorithm=dns.tsig.HMAC_SHA256)
-    update.replace("_active", 5, "TXT", *(f'"{text}"' for text in texts))
-    response = dns.query.tcp(update, bind_server.host, port=bind_server.port, timeout=5)
-    assert response.rcode() == 0
 
 
 def fence_settings(make_settings, bind_server, lease: str):

@@ -15,10 +15,6 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import dns.query
-import dns.tsig
-import dns.tsigkeyring
-import dns.update
 import psycopg2
 import pytest
 from cloudphoenix_services import __main__ as cli
@@ -28,6 +24,7 @@ from cloudphoenix_services.core.db import Database
 from cloudphoenix_services.core.token import STAMP_SQL
 
 from tests.services.conftest import APP_USER, BUCKET, SERVICES_DIR, create_app_database
+from tests.support.bind import set_active
 from tests.support.pg import PgCluster, clone_standby, make_primary_with_replicator, promote, wait_until
 
 PASSWORD = "token-secret"
@@ -37,13 +34,6 @@ LEASE_SECONDS = "30"  # long: only the test's own refresh() moves the lease
 def order(customer: str) -> dict:
     return {"customer_id": customer, "currency": "EUR", "items": [{"sku": "A-1", "quantity": 1, "unit_price_cents": 5}]}
 
-
-def set_active(bind_server, text: str) -> None:
-    """The runbook's claim: a TSIG-signed update of the fencing record."""
-    keyring = dns.tsigkeyring.from_text({bind_server.key_name: bind_server.secret})
-    update = dns.update.UpdateMessage(bind_server.zone, keyring=keyring, keyalgorithm=dns.tsig.HMAC_SHA256)
-    update.replace("_active", 5, "TXT", f'"{text}"')
-    assert dns.query.tcp(update, bind_server.host, port=bind_server.port, timeout=5).rcode() == 0
 
 
 def stamp(cluster: PgCluster, epoch: int, region: str) -> None:

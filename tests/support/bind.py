@@ -13,6 +13,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import dns.query
+import dns.tsig
+import dns.tsigkeyring
+import dns.update
+
 from .net import free_port
 
 NAMED = os.environ.get("CLOUDPHOENIX_NAMED", "/usr/sbin/named")
@@ -113,3 +118,12 @@ class BindServer:
     def destroy(self) -> None:
         self.stop()
         shutil.rmtree(self.base_dir, ignore_errors=True)
+
+
+def set_active(bind: BindServer, *texts: str) -> None:
+    """What the runbook's claim does: a TSIG-signed update of the fencing record `_active` (several texts:
+    several TXT records, a malformed record set)."""
+    keyring = dns.tsigkeyring.from_text({bind.key_name: bind.secret})
+    update = dns.update.UpdateMessage(bind.zone, keyring=keyring, keyalgorithm=dns.tsig.HMAC_SHA256)
+    update.replace("_active", 5, "TXT", *(f'"{text}"' for text in texts))
+    assert dns.query.tcp(update, bind.host, port=bind.port, timeout=5).rcode() == 0

@@ -19,20 +19,12 @@ import pytest
 from dns_support import EAST, WEST, ZONE, rfc_args, served, soa_serial
 
 from tests.support.ansible import run_module
-from tests.support.bind import BindServer
+from tests.support.bind import BindServer, set_active
 from tests.support.net import free_port
 from tests.support.pg import PgCluster
 
 ACTIVE = f"_active.{ZONE}"
 PASSWORD = "preflight-secret"
-
-
-def set_active(bind: BindServer, *texts: str) -> None:
-    """Write the fencing record with plain dnspython (several texts: several TXT records)."""
-    keyring = dns.tsigkeyring.from_text({bind.key_name: bind.secret})
-    update = dns.update.UpdateMessage(bind.zone, keyring=keyring, keyalgorithm=dns.tsig.HMAC_SHA256)
-    update.replace("_active", 5, "TXT", *(f'"{text}"' for text in texts))
-    assert dns.query.tcp(update, bind.host, port=bind.port, timeout=5).rcode() == 0
 
 
 @pytest.fixture
